@@ -1,0 +1,110 @@
+# tcpkit build. `make` builds build/tcpkit, build/libtcpkit.a and build/tcpkit.pc.
+#   make serve          install missing packages, build, run `tcpkit serve`
+#   make test           install missing packages, build under ASan+UBSan, run every suite
+#   make fuzz           run every fuzz harness for FUZZ_SECONDS each (default 60)
+#   make bench          side-by-side benchmarks (bench/run.sh)
+#   make install        PREFIX=/usr/local DESTDIR=
+# SAN=1 builds into build-san/ with AddressSanitizer and UndefinedBehaviorSanitizer.
+
+VERSION := 0.1.0
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PKGS    := jansson libutf8proc libedit
+
+ifeq ($(SAN),1)
+BUILD   ?= build-san
+OPT     ?= -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDSAN   := -fsanitize=address,undefined
+else
+BUILD   ?= build
+OPT     ?= -O2
+LDSAN   :=
+endif
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Werror
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE -DTK_VERSION=\"$(VERSION)\"
+CFLAGS   ?= -g
+CFLAGS   += -std=c11 $(OPT) $(WARN) -pthread $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDFLAGS  += $(LDSAN)
+
+LIB_SRC := $(wildcard src/core/*.c src/net/*.c src/codec/*.c src/services/*.c src/tools/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+
+.PHONY: all deps serve test unit e2e fuzz fuzz-build bench install uninstall clean format check-format
+
+all: $(BUILD)/tcpkit $(BUILD)/libtcpkit.a $(BUILD)/tcpkit.pc
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libtcpkit.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tcpkit: $(CLI_OBJ) $(BUILD)/libtcpkit.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libtcpkit.a $(LDLIBS)
+
+$(BUILD)/tcpkit.pc: tcpkit.pc.in Makefile
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tcpkit.pc.in > $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtcpkit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libtcpkit.a $(LDLIBS) -lcmocka
+
+deps:
+	@scripts/deps.sh build
+
+# The quick start: build and run the main job on its default loopback ports.
+serve:
+	@scripts/deps.sh build
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/tcpkit serve
+
+# Every suite under ASan+UBSan; the last line is "N passed, N failed".
+test:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory SAN=1 all unit-build
+	@tests/run_all.sh build-san
+
+unit-build: $(UNIT_BIN)
+
+fuzz:
+	@scripts/deps.sh fuzz
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
+
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
+	@bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/tcpkit
+	install -m 755 $(BUILD)/tcpkit $(DESTDIR)$(PREFIX)/bin/tcpkit
+	install -m 644 $(BUILD)/libtcpkit.a $(DESTDIR)$(PREFIX)/lib/libtcpkit.a
+	install -m 644 $(BUILD)/tcpkit.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/tcpkit.pc
+	install -m 644 include/tcpkit/*.h $(DESTDIR)$(PREFIX)/include/tcpkit/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tcpkit $(DESTDIR)$(PREFIX)/lib/libtcpkit.a \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/tcpkit.pc
+	rm -rf $(DESTDIR)$(PREFIX)/include/tcpkit
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-format:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

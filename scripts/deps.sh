@@ -1,0 +1,36 @@
+#!/bin/sh
+# Installs the Debian packages tcpkit needs for one purpose, skipping those
+# already present. Usage: scripts/deps.sh build|test|fuzz|bench
+# Shared by the Makefile and .ci/run so both install the same things.
+set -eu
+
+build="gcc make pkg-config libjansson-dev libutf8proc-dev libedit-dev"
+test="$build libcmocka-dev python3 python3-pytest netcat-openbsd socat procps util-linux"
+fuzz="clang libclang-rt-14-dev"
+bench="$build golang-go procps"
+
+case "${1:-build}" in
+build) want=$build ;;
+test) want="$test $fuzz" ;;
+fuzz) want="$build $fuzz" ;;
+bench) want=$bench ;;
+*) echo "usage: $0 build|test|fuzz|bench" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "tcpkit needs these Debian packages:$missing" >&2
+    echo "install them as root: apt-get install$missing" >&2
+    exit 1
+fi
+echo "installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,359 @@
+/* tcpkit connect: the netcat of the kit. Piped, it relays raw bytes both ways
+ * and half-closes on end of input; on a terminal it offers a line editor with
+ * history and shows server lines as they arrive, even mid-typing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include "cli/commands.h"
+#include "cli/opts.h"
+#include "tcpkit/conn.h"
+#include "tcpkit/dial.h"
+#include "tcpkit/log.h"
+#include "tcpkit/sock.h"
+
+/* Exit statuses beyond the common 0/1/2. */
+enum { EXIT_REFUSED = 3, EXIT_TIMEOUT = 4, EXIT_DROPPED = 5 };
+
+#define STDIN_CHUNK (64 * 1024)
+#define MAX_ADDRS 16
+
+typedef struct {
+    tk_loop *loop;
+    tk_conn *conn;
+    tk_io in_io;
+    int in_pollable; /* stdin works with epoll (not a regular file) */
+    int in_eof;
+    int interactive;
+    int status;
+    uint32_t idle_ms;
+    tk_sockopts sockopts;
+    tk_defer pump; /* reads a regular-file stdin, which epoll cannot watch */
+    char partial[4096]; /* an unfinished server line, interactive mode */
+    size_t partial_len;
+} client;
+
+static client *g_client; /* for the line editor's callback, which has no argument */
+
+static const char usage_text[] =
+    "usage: tcpkit connect HOST:PORT [OPTIONS]\n"
+    "\n"
+    "On a terminal: a '> ' prompt with line editing and history; server lines are\n"
+    "shown as '< ...' as they arrive. Piped: raw bytes both ways; at end of input\n"
+    "the sending side is closed and everything the server still sends is printed.\n"
+    "\n"
+    "      --connect-timeout SECS  give up connecting after this long (default 10)\n"
+    "      --idle-timeout SECS     give up when nothing moves this long (default: never)\n"
+    "  -4, -6                      IPv4 or IPv6 only\n"
+    "      --nodelay               disable Nagle's algorithm\n"
+    "      --keepalive             send TCP keepalive probes (after 60 s idle)\n"
+    "      --raw                   piped behaviour even on a terminal\n"
+    "  -h, --help                  this help\n"
+    "\n"
+    "exit status: 0 done, 1 error, 2 usage, 3 refused, 4 timed out, 5 dropped\n";
+
+static int status_for(int err)
+{
+    switch (err) {
+    case 0: return 0;
+    case -ECONNREFUSED: return EXIT_REFUSED;
+    case -ETIMEDOUT: return EXIT_TIMEOUT;
+    case -ECONNRESET:
+    case -EPIPE: return EXIT_DROPPED;
+    default: return 1;
+    }
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                /* stdout shared with a non-blocking reader: wait, don't drop. */
+                fd_set set;
+                FD_ZERO(&set);
+                FD_SET(fd, &set);
+                select(fd + 1, NULL, &set, NULL, NULL);
+                continue;
+            }
+            return;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Interactive: prints one server line above the prompt, keeping what the
+ * user is typing. */
+static void show_line(const char *s, size_t n)
+{
+    fputs("\r\033[K< ", stdout);
+    fwrite(s, 1, n, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    rl_forced_update_display();
+}
+
+static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
+{
+    client *cl = tk_conn_data(c);
+    if (!cl->interactive) {
+        write_all(1, data, len);
+        return len;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = (char)data[i];
+        if (ch == '\n' || cl->partial_len == sizeof(cl->partial)) {
+            size_t n = cl->partial_len;
+            if (n && cl->partial[n - 1] == '\r')
+                n--;
+            show_line(cl->partial, n);
+            cl->partial_len = 0;
+            if (ch == '\n')
+                continue;
+        }
+        cl->partial[cl->partial_len++] = ch;
+    }
+    return len;
+}
+
+static void on_close(tk_conn *c, tk_close_reason why, int err)
+{
+    client *cl = tk_conn_data(c);
+    cl->conn = NULL;
+    if (cl->interactive && cl->partial_len)
+        show_line(cl->partial, cl->partial_len);
+    switch (why) {
+    case TK_CLOSE_PEER:
+    case TK_CLOSE_LOCAL: cl->status = 0; break;
+    case TK_CLOSE_IDLE:
+        fprintf(stderr, "tcpkit connect: idle timeout\n");
+        cl->status = EXIT_TIMEOUT;
+        break;
+    default:
+        fprintf(stderr, "tcpkit connect: connection dropped (%s%s%s)\n", tk_close_reason_name(why),
+                err ? ": " : "", err ? strerror(-err) : "");
+        cl->status = EXIT_DROPPED;
+        break;
+    }
+    if (cl->in_io.live)
+        tk_io_stop(cl->loop, &cl->in_io);
+    tk_loop_stop(cl->loop);
+}
+
+static void resume_input(tk_conn *c);
+
+static const tk_conn_handler handler = {
+    .on_data = on_data, .on_sent = resume_input, .on_close = on_close};
+
+static void input_finished(client *cl)
+{
+    cl->in_eof = 1;
+    if (cl->in_io.live)
+        tk_io_stop(cl->loop, &cl->in_io);
+    if (cl->conn)
+        tk_conn_shutdown_write(cl->conn);
+}
+
+/* Piped: moves one chunk of stdin to the socket, pausing while the socket's
+ * queue is over its watermark. */
+static void read_stdin(client *cl)
+{
+    unsigned char buf[STDIN_CHUNK];
+    ssize_t n = read(0, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        input_finished(cl);
+        return;
+    }
+    if (tk_conn_write(cl->conn, buf, (size_t)n) < 0)
+        return;
+    if (tk_conn_pending(cl->conn) >= 256 * 1024 && cl->in_io.live)
+        tk_io_stop(cl->loop, &cl->in_io);
+    else if (!cl->in_pollable)
+        tk_defer_queue(cl->loop, &cl->pump);
+}
+
+static void resume_input(tk_conn *c)
+{
+    client *cl = tk_conn_data(c);
+    if (cl->in_eof || cl->interactive)
+        return;
+    if (cl->in_pollable)
+        (void)tk_io_set(cl->loop, &cl->in_io, TK_READ);
+    else
+        tk_defer_queue(cl->loop, &cl->pump);
+}
+
+static void on_pump(tk_loop *loop, tk_defer *d)
+{
+    (void)loop;
+    client *cl = (client *)((char *)d - offsetof(client, pump));
+    if (!cl->in_eof && cl->conn)
+        read_stdin(cl);
+}
+
+static void on_typed_line(char *line)
+{
+    client *cl = g_client;
+    if (!line) {
+        fputs("\n", stdout);
+        rl_callback_handler_remove();
+        input_finished(cl);
+        return;
+    }
+    if (*line)
+        add_history(line);
+    if (cl->conn) {
+        (void)tk_conn_write(cl->conn, line, strlen(line));
+        (void)tk_conn_write(cl->conn, "\n", 1);
+    }
+    free(line);
+}
+
+static void on_stdin(tk_loop *loop, tk_io *io, unsigned events)
+{
+    (void)loop;
+    (void)events;
+    client *cl = (client *)((char *)io - offsetof(client, in_io));
+    if (cl->interactive)
+        rl_callback_read_char();
+    else if (cl->conn)
+        read_stdin(cl);
+}
+
+static void on_connected(tk_loop *loop, int fd, int err, void *arg)
+{
+    client *cl = arg;
+    if (fd < 0) {
+        fprintf(stderr, "tcpkit connect: %s\n",
+                err == -ETIMEDOUT ? "connection timed out" : strerror(-err));
+        cl->status = status_for(err);
+        tk_loop_stop(loop);
+        return;
+    }
+    (void)tk_sock_apply(fd, &cl->sockopts);
+    tk_conn_limits lim;
+    tk_conn_limits_init(&lim);
+    lim.idle_timeout_ms = cl->idle_ms;
+    lim.stall_timeout_ms = 0;
+    lim.high_water = 4 * 1024 * 1024; /* the server's output is never paused */
+    lim.max_output = 64 * 1024 * 1024;
+    lim.linger_ms = 0;
+    if (tk_conn_new(loop, fd, &handler, &lim, cl, &cl->conn) < 0) {
+        cl->status = 1;
+        tk_loop_stop(loop);
+        return;
+    }
+    if (cl->interactive) {
+        rl_callback_handler_install("> ", on_typed_line);
+    }
+    tk_io_init(&cl->in_io, 0, on_stdin);
+    if (tk_io_set(loop, &cl->in_io, TK_READ) == 0) {
+        cl->in_pollable = 1;
+    } else {
+        tk_defer_init(&cl->pump, on_pump);
+        tk_defer_queue(loop, &cl->pump);
+    }
+}
+
+static int history_path(char *buf, size_t cap)
+{
+    const char *env = getenv("TCPKIT_HISTFILE");
+    if (env)
+        return snprintf(buf, cap, "%s", env) < (int)cap && *env;
+    const char *home = getenv("HOME");
+    return home && snprintf(buf, cap, "%s/.tcpkit_history", home) < (int)cap;
+}
+
+int cmd_connect(int argc, char **argv)
+{
+    enum { O_CT = 1000, O_IDLE, O_NODELAY, O_KEEPALIVE, O_RAW };
+    static const struct option longopts[] = {
+        {"connect-timeout", required_argument, NULL, O_CT},
+        {"idle-timeout", required_argument, NULL, O_IDLE},
+        {"nodelay", no_argument, NULL, O_NODELAY},
+        {"keepalive", no_argument, NULL, O_KEEPALIVE},
+        {"raw", no_argument, NULL, O_RAW},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    client cl = {.status = 1};
+    uint32_t connect_ms = 10 * 1000;
+    int family = AF_UNSPEC, raw = 0, ch;
+    tk_sockopts_init(&cl.sockopts);
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "46h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case '4': family = AF_INET; break;
+        case '6': family = AF_INET6; break;
+        case O_CT:
+            if (opt_duration_ms(optarg, &connect_ms) < 0)
+                return opt_usage_error("connect", "bad --connect-timeout '%s'", optarg);
+            break;
+        case O_IDLE:
+            if (opt_duration_ms(optarg, &cl.idle_ms) < 0)
+                return opt_usage_error("connect", "bad --idle-timeout '%s'", optarg);
+            break;
+        case O_NODELAY: cl.sockopts.nodelay = 1; break;
+        case O_KEEPALIVE:
+            cl.sockopts.keepalive = 1;
+            cl.sockopts.ka_idle_s = 60;
+            break;
+        case O_RAW: raw = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fprintf(stderr, "Try 'tcpkit connect --help'.\n"); return 2;
+        }
+    }
+    if (argc - optind != 1)
+        return opt_usage_error("connect", "expected one HOST:PORT argument");
+    tk_log_configure(TK_LOG_WARN, TK_LOG_TEXT, 2);
+
+    tk_addr addrs[MAX_ADDRS];
+    int n = tk_addr_resolve(argv[optind], family, 0, addrs, MAX_ADDRS);
+    if (n == -EINVAL)
+        return opt_usage_error("connect", "bad address '%s' (want HOST:PORT or [IPv6]:PORT)",
+                               argv[optind]);
+    if (n < 0) {
+        fprintf(stderr, "tcpkit connect: cannot resolve '%s'\n", argv[optind]);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    cl.interactive = !raw && isatty(0) && isatty(1);
+    g_client = &cl;
+    if (tk_loop_new(&cl.loop) < 0)
+        return 1;
+    char hist[1024];
+    int have_hist = cl.interactive && history_path(hist, sizeof(hist));
+    if (have_hist)
+        read_history(hist);
+    if (tk_dial_start(cl.loop, addrs, (size_t)n, connect_ms, on_connected, &cl, NULL) < 0) {
+        tk_loop_free(cl.loop);
+        return 1;
+    }
+    tk_loop_run(cl.loop);
+    if (cl.interactive) {
+        rl_callback_handler_remove();
+        if (have_hist)
+            write_history(hist);
+    }
+    if (cl.conn)
+        tk_conn_close(cl.conn, TK_CLOSE_LOCAL, 0);
+    if (cl.in_io.live)
+        tk_io_stop(cl.loop, &cl.in_io);
+    tk_loop_free(cl.loop);
+    return cl.status;
+}

@@ -1,0 +1,75 @@
+/* tcpkit echo-server: the echo service in the foreground. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "cli/echo_setup.h"
+#include "cli/opts.h"
+#include "cli/run.h"
+#include "tcpkit/log.h"
+
+static const char usage_text[] =
+    "usage: tcpkit echo-server [OPTIONS]\n"
+    "\n"
+    "Echo server: a line protocol with commands (ECHO, UPPER, LOWER, REVERSE, TIME,\n"
+    "STATS, QUIT), a length-prefixed or JSON-lines framing, or UDP datagrams.\n"
+    "\n"
+    "  -l, --listen ADDR         address to serve, repeatable (default 127.0.0.1:8080);\n"
+    "                            HOST:PORT, [IPv6]:PORT, or :PORT for every interface\n"
+    "      --framing MODE        line (default), length or json\n"
+    "      --udp                 echo UDP datagrams instead of TCP\n"
+    "      --strict              answer lines that are not commands with an error\n"
+    "      --banner TEXT         send TEXT to each client when it connects\n"
+    "      --max-line BYTES      longest line or JSON request (default 64K)\n"
+    "      --max-frame BYTES     largest length-prefixed frame (default 1M)\n"
+    "      --max-clients N       clients served at once; more get 'ERROR: server busy'\n"
+    "                            (default 0: no limit but the descriptor limit)\n"
+    "      --idle-timeout SECS   close clients silent this long (default 300, 0: never)\n"
+    "      --stall-timeout SECS  drop clients that stop reading replies (default 30)\n"
+    "      --shutdown-timeout SECS  time given to finish on SIGTERM (default 10)\n"
+    "      --out-high BYTES      queued output that pauses a client's input (default 256K)\n"
+    "      --out-max BYTES       queued output that drops a client (default 4M)\n"
+    "  -t, --threads N           event loops, one per thread (default: CPU count)\n"
+    "      --no-nodelay          leave Nagle's algorithm on\n"
+    "      --keepalive IDLE[,INTVL[,COUNT]]  TCP keepalive probes, in seconds\n"
+    "      --linger SECS         SO_LINGER on client sockets\n"
+    "      --sndbuf BYTES, --rcvbuf BYTES  socket buffer sizes\n"
+    "      --log-level LEVEL     debug, info (default), warn, error, off\n"
+    "      --log-format FORMAT   text (default) or json\n"
+    "  -h, --help                this help\n";
+
+int cmd_echo_server(int argc, char **argv)
+{
+    echo_options o;
+    echo_options_init(&o, "echo-server");
+    static const struct option longopts[] = {
+        ECHO_LONGOPTS,
+        {"listen", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "l:t:h", longopts, NULL)) != -1) {
+        if (ch == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (ch == 'l') {
+            if (o.server.nlisten == TK_SERVER_MAX_LISTEN)
+                return opt_usage_error(o.cmd, "at most %d --listen addresses",
+                                       TK_SERVER_MAX_LISTEN);
+            o.server.listen[o.server.nlisten++] = optarg;
+            continue;
+        }
+        int rc = echo_option(&o, ch, optarg);
+        if (rc)
+            return rc;
+    }
+    if (optind < argc)
+        return opt_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
+    if (o.server.nlisten == 0)
+        o.server.listen[o.server.nlisten++] = "127.0.0.1:8080";
+    return echo_run(&o);
+}

@@ -1,0 +1,50 @@
+/* tcpkit: one binary, one subcommand per tool. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"serve", cmd_serve, "run the main services (echo) with default settings"},
+    {"echo-server", cmd_echo_server, "line, length-prefixed or JSON echo over TCP; UDP echo"},
+    {"connect", cmd_connect, "interactive or piped client (the netcat of the kit)"},
+    {"bench", cmd_bench, "closed-loop load generator with latency percentiles"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tcpkit COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'tcpkit COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("tcpkit %s\n", TK_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(name, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "tcpkit: unknown command '%s'\n", name);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,106 @@
+/* Parsing of option values; every failure is reported by the caller as a
+ * usage error (exit 2). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/opts.h"
+#include "tcpkit/log.h"
+
+int opt_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int opt_size(const char *s, size_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -EINVAL;
+    unsigned shift = 0;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return -EINVAL;
+        }
+        end++;
+        if (*end == 'i' || *end == 'B')
+            end++;
+        if (*end == 'B')
+            end++;
+        if (*end)
+            return -EINVAL;
+    }
+    if (v > (SIZE_MAX >> shift))
+        return -EINVAL;
+    *out = (size_t)(v << shift);
+    return 0;
+}
+
+int opt_duration_ms(const char *s, uint32_t *out)
+{
+    if (!s || ((*s < '0' || *s > '9') && *s != '.'))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || v < 0)
+        return -EINVAL;
+    double scale = 1000.0;
+    if (strcmp(end, "ms") == 0)
+        scale = 1.0;
+    else if (strcmp(end, "m") == 0)
+        scale = 60000.0;
+    else if (*end && strcmp(end, "s") != 0)
+        return -EINVAL;
+    double ms = v * scale;
+    if (ms > (double)UINT32_MAX)
+        return -EINVAL;
+    *out = (uint32_t)(ms + 0.5);
+    if (*out == 0 && v > 0)
+        *out = 1;
+    return 0;
+}
+
+int opt_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "tcpkit %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'tcpkit %s --help'.\n", cmd);
+    return 2;
+}
+
+int opt_logging(const char *cmd, const char *level, const char *format)
+{
+    tk_log_level lv = TK_LOG_INFO;
+    tk_log_format fmt = TK_LOG_TEXT;
+    if (level && tk_log_parse_level(level, &lv) < 0)
+        return opt_usage_error(cmd, "bad --log-level '%s' (debug, info, warn, error, off)", level);
+    if (format) {
+        if (strcmp(format, "json") == 0)
+            fmt = TK_LOG_JSON;
+        else if (strcmp(format, "text") != 0)
+            return opt_usage_error(cmd, "bad --log-format '%s' (text or json)", format);
+    }
+    tk_log_configure(lv, fmt, 2);
+    return 0;
+}

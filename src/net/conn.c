@@ -1,0 +1,641 @@
+/* Connections: buffered input, a chunked output queue flushed once per loop
+ * turn, watermarks, timers and the close state machine. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "tcpkit/conn.h"
+#include "tcpkit/log.h"
+#include "tcpkit/sock.h"
+
+/* Reads per readiness event: enough to keep a fast peer moving, few enough
+ * that one busy connection cannot starve the others in the same turn. */
+#define TK_READ_BUDGET 4
+/* Output chunk size: small replies are packed together into one chunk. */
+#define TK_CHUNK_SIZE 4096
+/* Buffers handed to one sendmsg() call. */
+#define TK_IOV_MAX 64
+
+enum {
+    F_CLOSED = 1u << 0,       /* socket closed; memory goes once the turn ends */
+    F_CLOSING = 1u << 1,      /* close after flush requested */
+    F_SHUT_WANTED = 1u << 2,  /* send FIN once the queue is empty */
+    F_SHUT_DONE = 1u << 3,    /* FIN sent */
+    F_EOF = 1u << 4,          /* the peer's FIN arrived */
+    F_LINGER = 1u << 5,       /* waiting for the peer's FIN before closing */
+    F_PAUSE_USER = 1u << 6,   /* the service paused input */
+    F_PAUSE_OUTPUT = 1u << 7, /* output above the high watermark */
+    F_WANT_WRITE = 1u << 8,   /* the kernel buffer was full: wait for EPOLLOUT */
+};
+
+typedef struct tk_chunk {
+    struct tk_chunk *next;
+    tk_shared *shared; /* NULL: bytes live in data[] */
+    size_t sent;       /* bytes of this chunk already written */
+    size_t len;        /* bytes in this chunk */
+    size_t cap;        /* room in data[] */
+    unsigned char data[];
+} tk_chunk;
+
+struct tk_conn {
+    tk_loop *loop;
+    tk_io io;
+    tk_timer timer;
+    tk_defer defer; /* flushes output, or frees a closed connection */
+    const tk_conn_handler *h;
+    tk_conn_limits lim;
+    void *data;
+    tk_metrics_slot *metrics;
+    tk_addr peer;
+    tk_buf in;
+    tk_chunk *out_head;
+    tk_chunk *out_tail;
+    size_t out_bytes;
+    unsigned flags;
+    tk_close_reason reason;
+    int close_err;
+    uint64_t last_active_ms;
+    uint64_t stall_since_ms;
+    uint64_t linger_until_ms;
+    uint64_t read_us;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+};
+
+static const char *const reason_names[TK_CLOSE_REASONS] = {
+    "peer", "local", "idle", "stall", "limit", "shutdown", "reset", "error",
+};
+
+const char *tk_close_reason_name(tk_close_reason r)
+{
+    return (unsigned)r < TK_CLOSE_REASONS ? reason_names[r] : "unknown";
+}
+
+void tk_conn_limits_init(tk_conn_limits *l)
+{
+    l->max_input = 64 * 1024;
+    l->high_water = 64 * 1024;
+    l->low_water = 16 * 1024;
+    l->max_output = 1024 * 1024;
+    l->idle_timeout_ms = 0;
+    l->stall_timeout_ms = 30 * 1000;
+    l->linger_ms = 2000;
+}
+
+static void on_io(tk_loop *loop, tk_io *io, unsigned events);
+static void on_timer(tk_loop *loop, tk_timer *t);
+static void on_defer(tk_loop *loop, tk_defer *d);
+
+int tk_conn_new(tk_loop *loop, int fd, const tk_conn_handler *h, const tk_conn_limits *lim,
+                void *data, tk_conn **out)
+{
+    tk_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->loop = loop;
+    c->h = h;
+    c->lim = *lim;
+    if (c->lim.low_water > c->lim.high_water)
+        c->lim.low_water = c->lim.high_water;
+    c->data = data;
+    c->last_active_ms = tk_loop_now(loop);
+    tk_buf_init(&c->in, lim->max_input);
+    tk_io_init(&c->io, fd, on_io);
+    tk_timer_init(&c->timer, on_timer);
+    tk_defer_init(&c->defer, on_defer);
+    (void)tk_addr_of_socket(fd, 1, &c->peer);
+    int err = tk_io_set(loop, &c->io, TK_READ);
+    if (err == 0 && lim->idle_timeout_ms)
+        err = tk_timer_start(loop, &c->timer, lim->idle_timeout_ms);
+    if (err < 0) {
+        tk_io_stop(loop, &c->io);
+        close(fd);
+        free(c);
+        return err;
+    }
+    *out = c;
+    return 0;
+}
+
+void *tk_conn_data(const tk_conn *c)
+{
+    return c->data;
+}
+
+void tk_conn_set_data(tk_conn *c, void *data)
+{
+    c->data = data;
+}
+
+tk_loop *tk_conn_loop(const tk_conn *c)
+{
+    return c->loop;
+}
+
+int tk_conn_fd(const tk_conn *c)
+{
+    return c->io.fd;
+}
+
+const tk_addr *tk_conn_peer(const tk_conn *c)
+{
+    return &c->peer;
+}
+
+uint64_t tk_conn_read_time_us(const tk_conn *c)
+{
+    return c->read_us;
+}
+
+size_t tk_conn_pending(const tk_conn *c)
+{
+    return c->out_bytes;
+}
+
+int tk_conn_closing(const tk_conn *c)
+{
+    return (c->flags & (F_CLOSED | F_CLOSING)) != 0;
+}
+
+uint64_t tk_conn_bytes_in(const tk_conn *c)
+{
+    return c->bytes_in;
+}
+
+uint64_t tk_conn_bytes_out(const tk_conn *c)
+{
+    return c->bytes_out;
+}
+
+void tk_conn_set_metrics(tk_conn *c, tk_metrics_slot *slot)
+{
+    c->metrics = slot;
+}
+
+/* Registers the interest the current state calls for. */
+static void update_interest(tk_conn *c)
+{
+    if (c->flags & F_CLOSED)
+        return;
+    unsigned want = 0;
+    int reading = !(c->flags & F_EOF) &&
+                  ((c->flags & F_CLOSING) || !(c->flags & (F_PAUSE_USER | F_PAUSE_OUTPUT)));
+    if (reading)
+        want |= TK_READ;
+    if (c->flags & F_WANT_WRITE)
+        want |= TK_WRITE;
+    int err = tk_io_set(c->loop, &c->io, want);
+    if (err < 0)
+        tk_conn_close(c, TK_CLOSE_ERROR, err);
+}
+
+/* Re-arms the connection's one timer for its earliest deadline. Only called
+ * when a deadline may have moved earlier: idle activity is checked lazily
+ * when the timer fires, so reads and writes never touch the heap. */
+static void arm_timer(tk_conn *c)
+{
+    uint64_t deadline = UINT64_MAX;
+    if (c->flags & F_LINGER) {
+        deadline = c->linger_until_ms;
+    } else {
+        if (c->lim.idle_timeout_ms)
+            deadline = c->last_active_ms + c->lim.idle_timeout_ms;
+        if (c->out_bytes && c->lim.stall_timeout_ms) {
+            uint64_t stall = c->stall_since_ms + c->lim.stall_timeout_ms;
+            if (stall < deadline)
+                deadline = stall;
+        }
+    }
+    if (deadline == UINT64_MAX) {
+        tk_timer_stop(c->loop, &c->timer);
+        return;
+    }
+    if (tk_timer_active(&c->timer) && c->timer.deadline_ms <= deadline)
+        return;
+    uint64_t now = tk_loop_now(c->loop);
+    if (tk_timer_start(c->loop, &c->timer, deadline > now ? deadline - now : 0) < 0)
+        tk_conn_close(c, TK_CLOSE_ERROR, -ENOMEM);
+}
+
+static void on_timer(tk_loop *loop, tk_timer *t)
+{
+    tk_conn *c = (tk_conn *)((char *)t - offsetof(tk_conn, timer));
+    uint64_t now = tk_loop_now(loop);
+    if (c->flags & F_LINGER) {
+        if (now >= c->linger_until_ms) {
+            tk_conn_close(c, c->reason, 0);
+            return;
+        }
+    } else {
+        if (c->out_bytes && c->lim.stall_timeout_ms &&
+            now - c->stall_since_ms >= c->lim.stall_timeout_ms) {
+            tk_conn_close(c, TK_CLOSE_STALL, -ETIMEDOUT);
+            return;
+        }
+        if (c->lim.idle_timeout_ms && now - c->last_active_ms >= c->lim.idle_timeout_ms) {
+            tk_conn_close(c, TK_CLOSE_IDLE, -ETIMEDOUT);
+            return;
+        }
+    }
+    arm_timer(c);
+}
+
+static void free_output(tk_conn *c)
+{
+    tk_chunk *ch = c->out_head;
+    while (ch) {
+        tk_chunk *next = ch->next;
+        tk_shared_unref(ch->shared);
+        free(ch);
+        ch = next;
+    }
+    c->out_head = c->out_tail = NULL;
+    c->out_bytes = 0;
+}
+
+void tk_conn_close(tk_conn *c, tk_close_reason why, int err)
+{
+    if (c->flags & F_CLOSED)
+        return;
+    c->flags |= F_CLOSED;
+    c->reason = why;
+    c->close_err = err;
+    tk_io_stop(c->loop, &c->io);
+    tk_timer_stop(c->loop, &c->timer);
+    close(c->io.fd);
+    /* Buffers, on_close and the free wait until the current callbacks are
+     * over: the service may still be looking at its input. */
+    tk_defer_queue(c->loop, &c->defer);
+}
+
+/* The queue is empty: send a FIN if one was asked for; then, when closing,
+ * either close (the peer already finished) or linger for the peer's FIN. */
+static void after_drained(tk_conn *c)
+{
+    if ((c->flags & F_SHUT_WANTED) && !(c->flags & F_SHUT_DONE)) {
+        c->flags |= F_SHUT_DONE;
+        if (shutdown(c->io.fd, SHUT_WR) < 0 && (c->flags & F_CLOSING)) {
+            tk_conn_close(c, c->reason, -errno);
+            return;
+        }
+    }
+    if (!(c->flags & F_CLOSING) || (c->flags & F_LINGER))
+        return;
+    if (c->flags & F_EOF) {
+        tk_conn_close(c, c->reason, 0);
+        return;
+    }
+    c->flags |= F_LINGER;
+    c->linger_until_ms = tk_loop_now(c->loop) + c->lim.linger_ms;
+    tk_timer_stop(c->loop, &c->timer);
+    arm_timer(c);
+}
+
+static void release_sent(tk_conn *c, size_t n)
+{
+    c->out_bytes -= n;
+    while (n) {
+        tk_chunk *ch = c->out_head;
+        size_t left = ch->len - ch->sent;
+        if (n < left) {
+            ch->sent += n;
+            return;
+        }
+        n -= left;
+        c->out_head = ch->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        tk_shared_unref(ch->shared);
+        free(ch);
+    }
+}
+
+static const unsigned char *chunk_bytes(const tk_chunk *ch)
+{
+    return ch->shared ? tk_shared_data(ch->shared) : ch->data;
+}
+
+/* Writes as much queued output as the kernel takes, in as few calls as it can. */
+static void flush(tk_conn *c)
+{
+    uint64_t now = tk_loop_now(c->loop);
+    while (c->out_head) {
+        struct iovec iov[TK_IOV_MAX];
+        int n = 0;
+        size_t total = 0;
+        for (tk_chunk *ch = c->out_head; ch && n < TK_IOV_MAX; ch = ch->next) {
+            iov[n].iov_base = (void *)(chunk_bytes(ch) + ch->sent);
+            iov[n].iov_len = ch->len - ch->sent;
+            total += iov[n].iov_len;
+            n++;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                if (!(c->flags & F_WANT_WRITE)) {
+                    c->flags |= F_WANT_WRITE;
+                    arm_timer(c);
+                }
+                break;
+            }
+            int err = -errno;
+            tk_conn_close(c, err == -EPIPE || err == -ECONNRESET ? TK_CLOSE_RESET : TK_CLOSE_ERROR,
+                          err);
+            return;
+        }
+        c->bytes_out += (uint64_t)w;
+        if (c->metrics)
+            tk_metrics_bytes(c->metrics, 0, (uint64_t)w);
+        c->last_active_ms = now;
+        c->stall_since_ms = now;
+        release_sent(c, (size_t)w);
+        if ((size_t)w < total) {
+            /* A short write means the socket buffer is full. */
+            c->flags |= F_WANT_WRITE;
+            arm_timer(c);
+            break;
+        }
+    }
+    if (!c->out_head) {
+        c->flags &= ~F_WANT_WRITE;
+        if (c->h->on_sent)
+            c->h->on_sent(c);
+        if (c->flags & F_CLOSED)
+            return;
+        after_drained(c);
+        if (c->flags & F_CLOSED)
+            return;
+    }
+    if ((c->flags & F_PAUSE_OUTPUT) && c->out_bytes <= c->lim.low_water)
+        c->flags &= ~F_PAUSE_OUTPUT;
+    update_interest(c);
+}
+
+static void on_defer(tk_loop *loop, tk_defer *d)
+{
+    (void)loop;
+    tk_conn *c = (tk_conn *)((char *)d - offsetof(tk_conn, defer));
+    if (c->flags & F_CLOSED) {
+        if (c->h->on_close)
+            c->h->on_close(c, c->reason, c->close_err);
+        free_output(c);
+        tk_buf_free(&c->in);
+        free(c);
+        return;
+    }
+    flush(c);
+}
+
+unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
+{
+    if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
+        return NULL;
+    if (c->out_bytes + n > c->lim.max_output) {
+        tk_debug("dropping client: output over %zu bytes", c->lim.max_output);
+        tk_conn_close(c, TK_CLOSE_LIMIT, -ENOBUFS);
+        return NULL;
+    }
+    tk_chunk *tail = c->out_tail;
+    if (tail && !tail->shared && tail->cap - tail->len >= n)
+        return tail->data + tail->len;
+    size_t cap = TK_CHUNK_SIZE - sizeof(tk_chunk);
+    if (n > cap)
+        cap = n;
+    tk_chunk *ch = malloc(sizeof(*ch) + cap);
+    if (!ch) {
+        tk_conn_close(c, TK_CLOSE_ERROR, -ENOMEM);
+        return NULL;
+    }
+    ch->next = NULL;
+    ch->shared = NULL;
+    ch->sent = ch->len = 0;
+    ch->cap = cap;
+    if (tail)
+        tail->next = ch;
+    else
+        c->out_head = ch;
+    c->out_tail = ch;
+    return ch->data;
+}
+
+/* Bookkeeping after bytes were queued: schedule the flush, apply backpressure. */
+static void queued(tk_conn *c, size_t n)
+{
+    if (c->out_bytes == 0)
+        c->stall_since_ms = tk_loop_now(c->loop);
+    c->out_bytes += n;
+    tk_defer_queue(c->loop, &c->defer);
+    if (c->out_bytes >= c->lim.high_water && !(c->flags & F_PAUSE_OUTPUT)) {
+        c->flags |= F_PAUSE_OUTPUT;
+        update_interest(c);
+    }
+}
+
+void tk_conn_write_commit(tk_conn *c, size_t used)
+{
+    if (used == 0 || !c->out_tail)
+        return;
+    c->out_tail->len += used;
+    queued(c, used);
+}
+
+int tk_conn_write(tk_conn *c, const void *p, size_t n)
+{
+    if (n == 0)
+        return (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED)) ? -EPIPE : 0;
+    unsigned char *dst = tk_conn_write_reserve(c, n);
+    if (!dst)
+        return (c->flags & F_CLOSED) && c->reason == TK_CLOSE_LIMIT ? -ENOBUFS : -EPIPE;
+    memcpy(dst, p, n);
+    tk_conn_write_commit(c, n);
+    return 0;
+}
+
+int tk_conn_write_shared(tk_conn *c, tk_shared *s)
+{
+    size_t n = tk_shared_len(s);
+    if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
+        return -EPIPE;
+    if (c->out_bytes + n > c->lim.max_output) {
+        tk_conn_close(c, TK_CLOSE_LIMIT, -ENOBUFS);
+        return -ENOBUFS;
+    }
+    tk_chunk *ch = malloc(sizeof(*ch));
+    if (!ch) {
+        tk_conn_close(c, TK_CLOSE_ERROR, -ENOMEM);
+        return -ENOMEM;
+    }
+    ch->next = NULL;
+    ch->shared = tk_shared_ref(s);
+    ch->sent = 0;
+    ch->len = n;
+    ch->cap = 0;
+    if (c->out_tail)
+        c->out_tail->next = ch;
+    else
+        c->out_head = ch;
+    c->out_tail = ch;
+    queued(c, n);
+    return 0;
+}
+
+void tk_conn_shutdown_write(tk_conn *c)
+{
+    if (c->flags & (F_CLOSED | F_SHUT_WANTED))
+        return;
+    c->flags |= F_SHUT_WANTED;
+    tk_defer_queue(c->loop, &c->defer);
+}
+
+void tk_conn_close_after_flush(tk_conn *c, tk_close_reason why)
+{
+    if (c->flags & (F_CLOSED | F_CLOSING))
+        return;
+    c->flags |= F_CLOSING | F_SHUT_WANTED;
+    c->reason = why;
+    tk_defer_queue(c->loop, &c->defer);
+    update_interest(c);
+}
+
+void tk_conn_pause_read(tk_conn *c)
+{
+    c->flags |= F_PAUSE_USER;
+    update_interest(c);
+}
+
+void tk_conn_resume_read(tk_conn *c)
+{
+    c->flags &= ~F_PAUSE_USER;
+    update_interest(c);
+}
+
+/* The peer sent FIN: hand the service what is left, then close once flushed. */
+static void peer_finished(tk_conn *c)
+{
+    c->flags |= F_EOF;
+    if (c->flags & F_CLOSING) {
+        if (c->flags & F_SHUT_DONE)
+            tk_conn_close(c, c->reason, 0);
+        else
+            update_interest(c);
+        return;
+    }
+    if (c->h->on_eof)
+        c->h->on_eof(c, tk_buf_head(&c->in), tk_buf_len(&c->in));
+    if (c->flags & F_CLOSED)
+        return;
+    tk_buf_free(&c->in);
+    if (!(c->flags & F_CLOSING) && !c->h->on_eof)
+        tk_conn_close_after_flush(c, TK_CLOSE_PEER);
+    update_interest(c);
+}
+
+/* Hands input to the service: straight from the scratch buffer when nothing
+ * was left over, otherwise appended to the leftover. The connection keeps
+ * only what the service did not consume, so a partial message costs its own
+ * size in memory, never a whole read buffer. */
+static void deliver(tk_conn *c, const unsigned char *p, size_t n)
+{
+    if (tk_buf_len(&c->in) == 0) {
+        size_t used = c->h->on_data(c, p, n);
+        if (c->flags & (F_CLOSED | F_CLOSING) || used >= n)
+            return;
+        p += used;
+        n -= used;
+        int err = tk_buf_append(&c->in, p, n);
+        if (err < 0)
+            tk_conn_close(c, err == -ENOBUFS ? TK_CLOSE_LIMIT : TK_CLOSE_ERROR, err);
+        return;
+    }
+    int err = tk_buf_append(&c->in, p, n);
+    if (err < 0) {
+        tk_conn_close(c, err == -ENOBUFS ? TK_CLOSE_LIMIT : TK_CLOSE_ERROR, err);
+        return;
+    }
+    size_t used = c->h->on_data(c, tk_buf_head(&c->in), tk_buf_len(&c->in));
+    if (c->flags & F_CLOSED)
+        return;
+    if (c->flags & F_CLOSING)
+        tk_buf_free(&c->in); /* no more input will be delivered */
+    else
+        tk_buf_consume(&c->in, used);
+}
+
+static int reading_allowed(const tk_conn *c)
+{
+    if (c->flags & (F_CLOSED | F_EOF))
+        return 0;
+    if (c->flags & F_CLOSING)
+        return 1;
+    return !(c->flags & (F_PAUSE_USER | F_PAUSE_OUTPUT));
+}
+
+static void do_read(tk_conn *c, int budget)
+{
+    unsigned char *scratch = tk_loop_scratch(c->loop);
+    size_t room = tk_loop_scratch_size();
+    while (budget-- > 0 && reading_allowed(c)) {
+        ssize_t r = recv(c->io.fd, scratch, room, 0);
+        if (r > 0) {
+            c->bytes_in += (uint64_t)r;
+            if (c->metrics)
+                tk_metrics_bytes(c->metrics, (uint64_t)r, 0);
+            c->last_active_ms = tk_loop_now(c->loop);
+            if (c->flags & F_CLOSING)
+                continue; /* closing: input is read only to be discarded */
+            c->read_us = tk_clock_us();
+            deliver(c, scratch, (size_t)r);
+            if ((size_t)r < room)
+                return; /* the socket is drained for now */
+            continue;
+        }
+        if (r == 0) {
+            peer_finished(c);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN)
+            return;
+        int err = -errno;
+        tk_conn_close(c, err == -ECONNRESET ? TK_CLOSE_RESET : TK_CLOSE_ERROR, err);
+        return;
+    }
+}
+
+void tk_conn_drain_input(tk_conn *c)
+{
+    do_read(c, TK_READ_BUDGET);
+}
+
+static void on_io(tk_loop *loop, tk_io *io, unsigned events)
+{
+    (void)loop;
+    tk_conn *c = (tk_conn *)((char *)io - offsetof(tk_conn, io));
+    if ((events & (TK_WRITE | TK_HUP)) && c->out_head)
+        flush(c);
+    if ((events & TK_READ) && !(c->flags & F_CLOSED))
+        do_read(c, TK_READ_BUDGET);
+    if (c->flags & F_CLOSED)
+        return;
+    /* A hang-up we could not act on (input paused or finished, nothing to
+     * send) would be reported again on every turn: end the connection instead
+     * of spinning. Without a socket error it is an orderly end: both sides
+     * sent their FIN. */
+    if ((events & TK_HUP) && !(io->events & TK_READ)) {
+        int err = tk_sock_error(io->fd);
+        tk_close_reason why = err ? TK_CLOSE_RESET
+                              : (c->flags & F_CLOSING) ? c->reason
+                                                       : TK_CLOSE_PEER;
+        tk_conn_close(c, why, err);
+    }
+}

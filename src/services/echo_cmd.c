@@ -1,0 +1,41 @@
+/* The echo line protocol's command words. */
+#include <string.h>
+
+#include "tcpkit/echo.h"
+
+static const struct {
+    const char *name;
+    tk_echo_cmd cmd;
+} commands[] = {
+    {"ECHO", TK_ECHO_CMD_ECHO},       {"UPPER", TK_ECHO_CMD_UPPER}, {"LOWER", TK_ECHO_CMD_LOWER},
+    {"REVERSE", TK_ECHO_CMD_REVERSE}, {"TIME", TK_ECHO_CMD_TIME},   {"STATS", TK_ECHO_CMD_STATS},
+    {"QUIT", TK_ECHO_CMD_QUIT},       {"quit", TK_ECHO_CMD_QUIT},
+};
+
+tk_echo_cmd tk_echo_cmd_by_name(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strlen(commands[i].name) == len && memcmp(commands[i].name, name, len) == 0)
+            return commands[i].cmd;
+    }
+    return TK_ECHO_CMD_UNKNOWN;
+}
+
+tk_echo_cmd tk_echo_parse(const unsigned char *line, size_t len, const unsigned char **arg,
+                          size_t *arg_len)
+{
+    size_t word = 0;
+    while (word < len && line[word] != ' ')
+        word++;
+    /* Command words are short; anything longer cannot be one. */
+    tk_echo_cmd cmd = word <= 7 ? tk_echo_cmd_by_name((const char *)line, word) : TK_ECHO_CMD_UNKNOWN;
+    if (cmd == TK_ECHO_CMD_UNKNOWN) {
+        *arg = line;
+        *arg_len = len;
+        return TK_ECHO_CMD_PLAIN;
+    }
+    size_t skip = word < len ? word + 1 : word;
+    *arg = line + skip;
+    *arg_len = len - skip;
+    return cmd;
+}

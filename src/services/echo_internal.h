@@ -1,0 +1,74 @@
+/* Shared between the echo service's files; not part of the public API. */
+#ifndef TK_ECHO_INTERNAL_H
+#define TK_ECHO_INTERNAL_H
+
+#include "tcpkit/codec.h"
+#include "tcpkit/conn.h"
+#include "tcpkit/echo.h"
+
+typedef struct echo_loop echo_loop;
+typedef struct echo_client echo_client;
+
+struct echo_client {
+    echo_client *prev;
+    echo_client *next;
+    echo_loop *el;
+    tk_conn *conn;
+    tk_line_decoder dec;
+    uint64_t owed;          /* requests answered but not yet sent */
+    uint64_t owed_since_us; /* when the oldest of them was read */
+};
+
+struct echo_loop {
+    tk_echo *e;
+    unsigned index;
+    tk_loop *loop;
+    tk_metrics_slot *metrics;
+    echo_client *clients;
+    size_t nclients;
+    int shutting_down;
+    int udp_fd;
+    tk_io udp_io;
+};
+
+struct tk_echo {
+    tk_echo_config cfg;
+    tk_server *server;
+    tk_metrics *metrics;
+    tk_conn_limits limits;
+    unsigned nloops;
+    echo_loop *loops;
+};
+
+/* The reply text notifying clients of a shutdown. */
+#define ECHO_SHUTDOWN_TEXT "Server shutting down"
+#define ECHO_GOODBYE_TEXT  "Goodbye!"
+
+/* Counts n requests answered on this connection (response time is taken when
+ * their replies leave). */
+void echo_owe(echo_client *cl, uint64_t n);
+
+/* The RFC 3339 UTC time with milliseconds; buf needs 32 bytes. */
+size_t echo_format_time(char *buf, size_t cap);
+
+/* JSON-lines framing: the connection handler's on_data. */
+size_t echo_json_data(tk_conn *c, const unsigned char *data, size_t len);
+
+/* JSON-lines framing: one pushed notice {"type":name,"payload":{...message}}. */
+void echo_json_notice(tk_conn *c, const char *type, const char *message);
+
+/* UDP: starts serving datagrams on fd on this loop; returns 0 or -errno. */
+int echo_udp_start(echo_loop *el, int fd);
+
+/* UDP: stops and closes the socket. */
+void echo_udp_stop(echo_loop *el);
+
+/* Answers one line-protocol request into out (cap bytes, at least
+ * echo_reply_bound()). Returns the reply length; sets *quit for QUIT. */
+size_t echo_line_reply(tk_echo *e, const unsigned char *line, size_t n, unsigned char *out,
+                       size_t cap, int *quit);
+
+/* Room echo_line_reply() may need for a line of n bytes. */
+size_t echo_reply_bound(size_t n);
+
+#endif
