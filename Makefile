@@ -10,7 +10,7 @@ VERSION := 0.1.0
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
-PKGS    := jansson libutf8proc libedit
+PKGS    := jansson icu-uc libedit
 
 ifeq ($(SAN),1)
 BUILD   ?= build-san

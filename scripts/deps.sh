@@ -4,7 +4,7 @@
 # Shared by the Makefile and .ci/run so both install the same things.
 set -eu
 
-build="gcc make pkg-config libjansson-dev libutf8proc-dev libedit-dev"
+build="gcc make pkg-config libjansson-dev libicu-dev libedit-dev"
 test="$build libcmocka-dev python3 python3-pytest netcat-openbsd socat procps util-linux"
 fuzz="clang libclang-rt-14-dev"
 bench="$build golang-go procps"

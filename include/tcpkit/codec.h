@@ -58,10 +58,10 @@ typedef struct json_t tk_json; /* a jansson value */
 
 /* A decoded request object: {"type": "NAME", "payload": {...}, "id": any}. */
 typedef struct {
-    tk_json *root;       /* owns everything below */
-    const char *type;    /* the "type" string */
-    tk_json *payload;    /* an object, or NULL when absent */
-    tk_json *id;         /* any value, or NULL when absent */
+    tk_json *root;    /* owns everything below */
+    const char *type; /* the "type" string */
+    tk_json *payload; /* an object, or NULL when absent */
+    tk_json *id;      /* any value, or NULL when absent */
 } tk_json_request;
 
 /* Error codes of tk_json_decode_request. */

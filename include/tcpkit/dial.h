@@ -17,8 +17,8 @@ typedef void (*tk_dial_cb)(tk_loop *loop, int fd, int err, void *arg);
 
 /* Starts connecting to addrs[0..n) within timeout_ms in total (0: no limit).
  * Returns 0 (cb will be called) or a negative errno (it will not). */
-int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeout_ms,
-                  tk_dial_cb cb, void *arg, tk_dial **out);
+int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeout_ms, tk_dial_cb cb,
+                  void *arg, tk_dial **out);
 
 /* Abandons a dial in progress; its callback is not called. */
 void tk_dial_cancel(tk_dial *d);

@@ -37,7 +37,7 @@ typedef void (*tk_timer_cb)(tk_loop *loop, tk_timer *t);
 /* A one-shot timer kept in the loop's min-heap. Private fields. */
 struct tk_timer {
     uint64_t deadline_ms;
-    uint64_t seq; /* breaks ties so equal deadlines fire in start order */
+    uint64_t seq;      /* breaks ties so equal deadlines fire in start order */
     size_t heap_index; /* SIZE_MAX while stopped */
     tk_timer_cb cb;
 };
@@ -135,7 +135,6 @@ int tk_loop_post(tk_loop *loop, tk_post_fn fn, void *arg);
 /* Blocks the given signals in the calling thread (call before starting other
  * threads so they inherit the mask) and delivers them to cb on this loop
  * through a signalfd. Returns 0 or a negative errno. */
-int tk_loop_watch_signals(tk_loop *loop, const int *signals, size_t n, tk_signal_cb cb,
-                          void *arg);
+int tk_loop_watch_signals(tk_loop *loop, const int *signals, size_t n, tk_signal_cb cb, void *arg);
 
 #endif

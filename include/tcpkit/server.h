@@ -43,8 +43,8 @@ typedef struct {
 /* Resolves and binds every listen address on every loop of w (port 0 is
  * resolved once, so all loops share the port). Returns 0 or a negative errno
  * with a message in err. Accepting starts with the loops. */
-int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_ops *ops,
-                   void *svc, tk_server **out, char *err, size_t errcap);
+int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_ops *ops, void *svc,
+                   tk_server **out, char *err, size_t errcap);
 
 /* Number of distinct bound addresses, and address i as really bound. */
 size_t tk_server_bound_count(const tk_server *s);

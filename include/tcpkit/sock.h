@@ -5,14 +5,14 @@
 /* Options applied to a connected socket. A field left at its "unset" value
  * (-1, or 0 for buffer sizes) keeps the kernel's default. */
 typedef struct {
-    int nodelay;      /* TCP_NODELAY: 1 on, 0 off, -1 unset */
-    int keepalive;    /* SO_KEEPALIVE: 1 on, 0 off, -1 unset */
-    int ka_idle_s;    /* TCP_KEEPIDLE seconds, 0 unset */
-    int ka_intvl_s;   /* TCP_KEEPINTVL seconds, 0 unset */
-    int ka_count;     /* TCP_KEEPCNT probes, 0 unset */
-    int linger_s;     /* SO_LINGER seconds (0 = reset on close), -1 unset */
-    int sndbuf;       /* SO_SNDBUF bytes, 0 unset */
-    int rcvbuf;       /* SO_RCVBUF bytes, 0 unset */
+    int nodelay;    /* TCP_NODELAY: 1 on, 0 off, -1 unset */
+    int keepalive;  /* SO_KEEPALIVE: 1 on, 0 off, -1 unset */
+    int ka_idle_s;  /* TCP_KEEPIDLE seconds, 0 unset */
+    int ka_intvl_s; /* TCP_KEEPINTVL seconds, 0 unset */
+    int ka_count;   /* TCP_KEEPCNT probes, 0 unset */
+    int linger_s;   /* SO_LINGER seconds (0 = reset on close), -1 unset */
+    int sndbuf;     /* SO_SNDBUF bytes, 0 unset */
+    int rcvbuf;     /* SO_RCVBUF bytes, 0 unset */
 } tk_sockopts;
 
 /* Every field unset. */

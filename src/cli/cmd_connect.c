@@ -24,7 +24,7 @@
 enum { EXIT_REFUSED = 3, EXIT_TIMEOUT = 4, EXIT_DROPPED = 5 };
 
 #define STDIN_CHUNK (64 * 1024)
-#define MAX_ADDRS 16
+#define MAX_ADDRS   16
 
 typedef struct {
     tk_loop *loop;
@@ -36,7 +36,7 @@ typedef struct {
     int status;
     uint32_t idle_ms;
     tk_sockopts sockopts;
-    tk_defer pump; /* reads a regular-file stdin, which epoll cannot watch */
+    tk_defer pump;      /* reads a regular-file stdin, which epoll cannot watch */
     char partial[4096]; /* an unfinished server line, interactive mode */
     size_t partial_len;
 } client;

@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "cli/echo_setup.h"
 #include "cli/opts.h"
-#include "cli/run.h"
+#include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
 static const char usage_text[] =
@@ -57,6 +57,11 @@ int cmd_echo_server(int argc, char **argv)
             return 0;
         }
         if (ch == 'l') {
+            char host[TK_HOST_MAX];
+            int port;
+            if (tk_addr_split(optarg, host, &port) < 0)
+                return opt_usage_error(o.cmd, "bad --listen '%s' (HOST:PORT, [IPv6]:PORT or :PORT)",
+                                       optarg);
             if (o.server.nlisten == TK_SERVER_MAX_LISTEN)
                 return opt_usage_error(o.cmd, "at most %d --listen addresses",
                                        TK_SERVER_MAX_LISTEN);

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/echo_setup.h"
 #include "cli/opts.h"
+#include "tcpkit/addr.h"
 
 enum { OPT_ECHO_LISTEN = 2000 };
 
@@ -44,6 +45,11 @@ int cmd_serve(int argc, char **argv)
             return 0;
         }
         if (ch == OPT_ECHO_LISTEN) {
+            char host[TK_HOST_MAX];
+            int port;
+            if (tk_addr_split(optarg, host, &port) < 0)
+                return opt_usage_error(o.cmd, "bad --echo-listen '%s' (HOST:PORT or :PORT)",
+                                       optarg);
             if (o.server.nlisten == TK_SERVER_MAX_LISTEN)
                 return opt_usage_error(o.cmd, "too many --echo-listen addresses");
             o.server.listen[o.server.nlisten++] = optarg;

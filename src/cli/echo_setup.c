@@ -70,15 +70,9 @@ int echo_option(echo_options *o, int ch, const char *arg)
         else
             return opt_usage_error(o->cmd, "bad --framing '%s' (line, length or json)", arg);
         return 0;
-    case OPT_UDP:
-        o->server.udp = 1;
-        return 0;
-    case OPT_STRICT:
-        e->strict = 1;
-        return 0;
-    case OPT_BANNER:
-        e->banner = arg;
-        return 0;
+    case OPT_UDP: o->server.udp = 1; return 0;
+    case OPT_STRICT: e->strict = 1; return 0;
+    case OPT_BANNER: e->banner = arg; return 0;
     case OPT_MAX_LINE:
         if (opt_size(arg, &sz) < 0 || sz == 0 || sz > 64u << 20)
             return opt_usage_error(o->cmd, "bad --max-line '%s' (1 byte to 64M)", arg);
@@ -119,9 +113,7 @@ int echo_option(echo_options *o, int ch, const char *arg)
             return opt_usage_error(o->cmd, "bad --out-max '%s' (at least 1K)", arg);
         e->out_max = sz;
         return 0;
-    case OPT_NO_NODELAY:
-        e->sockopts.nodelay = 0;
-        return 0;
+    case OPT_NO_NODELAY: e->sockopts.nodelay = 0; return 0;
     case OPT_KEEPALIVE:
         if (parse_keepalive(o, arg) < 0)
             return opt_usage_error(o->cmd, "bad --keepalive '%s' (IDLE[,INTVL[,COUNT]])", arg);
@@ -140,12 +132,8 @@ int echo_option(echo_options *o, int ch, const char *arg)
         else
             e->sockopts.rcvbuf = (int)sz;
         return 0;
-    case OPT_LOG_LEVEL:
-        o->log_level = arg;
-        return 0;
-    case OPT_LOG_FORMAT:
-        o->log_format = arg;
-        return 0;
+    case OPT_LOG_LEVEL: o->log_level = arg; return 0;
+    case OPT_LOG_FORMAT: o->log_format = arg; return 0;
     case OPT_THREADS:
         if (opt_uint(arg, 1, MAX_THREADS, &v) < 0)
             return opt_usage_error(o->cmd, "bad --threads '%s' (1 to %d)", arg, MAX_THREADS);

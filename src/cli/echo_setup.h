@@ -33,7 +33,7 @@ enum {
 };
 
 #define ECHO_LONGOPTS                                                                              \
-    {"framing", required_argument, NULL, OPT_FRAMING}, {"udp", no_argument, NULL, OPT_UDP},       \
+    {"framing", required_argument, NULL, OPT_FRAMING}, {"udp", no_argument, NULL, OPT_UDP},        \
         {"strict", no_argument, NULL, OPT_STRICT},                                                 \
         {"banner", required_argument, NULL, OPT_BANNER},                                           \
         {"max-line", required_argument, NULL, OPT_MAX_LINE},                                       \
@@ -51,7 +51,9 @@ enum {
         {"rcvbuf", required_argument, NULL, OPT_RCVBUF},                                           \
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},                                     \
         {"log-format", required_argument, NULL, OPT_LOG_FORMAT},                                   \
-        {"threads", required_argument, NULL, OPT_THREADS}
+    {                                                                                              \
+        "threads", required_argument, NULL, OPT_THREADS                                            \
+    }
 
 typedef struct {
     const char *cmd; /* for messages: "echo-server" or "serve" */

@@ -43,7 +43,8 @@ int tk_json_decode_request(const unsigned char *line, size_t len, tk_json_reques
         return TK_JSON_BAD_JSON;
     }
     json_error_t je;
-    json_t *root = json_loadb((const char *)line, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root =
+        json_loadb((const char *)line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root) {
         snprintf(err, errcap, "invalid JSON at byte %d: %s", je.position, je.text);
         return TK_JSON_BAD_JSON;

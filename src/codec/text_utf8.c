@@ -1,74 +1,75 @@
-/* Unicode-aware text transforms over UTF-8, using utf8proc's simple
- * (one-to-one) case mappings, which is what Go's strings.ToUpper applies. */
+/* Unicode-aware text transforms over UTF-8. Case mapping uses ICU's simple
+ * (one code point to one) mappings from UnicodeData, the same data Go's
+ * strings.ToUpper applies, so "straße" upper-cases to "STRAßE" as in Go. */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
-#include <utf8proc.h>
+#include <unicode/uchar.h>
+#include <unicode/utf8.h>
 
 #include "tcpkit/text.h"
 
-/* Length of the UTF-8 sequence starting at s (1 for an invalid byte). */
-static size_t char_len(const unsigned char *s, size_t n, utf8proc_int32_t *cp)
-{
-    utf8proc_ssize_t r = utf8proc_iterate(s, (utf8proc_ssize_t)n, cp);
-    if (r <= 0) {
-        *cp = -1;
-        return 1;
-    }
-    return (size_t)r;
-}
-
 static ssize_t map_case(const unsigned char *in, size_t n, unsigned char *out, size_t cap,
-                        utf8proc_int32_t (*map)(utf8proc_int32_t))
+                        UChar32 (*map)(UChar32))
 {
     size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        utf8proc_int32_t cp;
-        size_t k = char_len(in + i, n - i, &cp);
+    int32_t len = (int32_t)n;
+    if (n > INT32_MAX)
+        return -ENOBUFS;
+    for (int32_t i = 0; i < len;) {
+        int32_t start = i;
+        UChar32 cp;
+        U8_NEXT(in, i, len, cp);
         if (cp < 0) {
-            if (o + 1 > cap)
+            /* Not UTF-8: copy the bytes ICU skipped, unchanged. */
+            size_t k = (size_t)(i - start);
+            if (o + k > cap)
                 return -ENOBUFS;
-            out[o++] = in[i];
-        } else {
-            unsigned char enc[4];
-            utf8proc_ssize_t m = utf8proc_encode_char(map(cp), enc);
-            if (o + (size_t)m > cap)
-                return -ENOBUFS;
-            memcpy(out + o, enc, (size_t)m);
-            o += (size_t)m;
+            memcpy(out + o, in + start, k);
+            o += k;
+            continue;
         }
-        i += k;
+        UChar32 m = map(cp);
+        if (o + (size_t)U8_LENGTH(m) > cap)
+            return -ENOBUFS;
+        U8_APPEND_UNSAFE(out, o, m);
     }
     return (ssize_t)o;
 }
 
 ssize_t tk_utf8_upper(const unsigned char *in, size_t n, unsigned char *out, size_t cap)
 {
-    return map_case(in, n, out, cap, utf8proc_toupper);
+    return map_case(in, n, out, cap, u_toupper);
 }
 
 ssize_t tk_utf8_lower(const unsigned char *in, size_t n, unsigned char *out, size_t cap)
 {
-    return map_case(in, n, out, cap, utf8proc_tolower);
+    return map_case(in, n, out, cap, u_tolower);
 }
 
 ssize_t tk_utf8_reverse(const unsigned char *in, size_t n, unsigned char *out)
 {
     size_t o = n;
-    for (size_t i = 0; i < n;) {
-        utf8proc_int32_t cp;
-        size_t k = char_len(in + i, n - i, &cp);
+    int32_t len = n > INT32_MAX ? INT32_MAX : (int32_t)n;
+    for (int32_t i = 0; i < len;) {
+        int32_t start = i;
+        UChar32 cp;
+        U8_NEXT(in, i, len, cp);
+        /* An invalid sequence counts as single bytes, each kept as it is. */
+        size_t k = cp < 0 ? 1 : (size_t)(i - start);
+        i = start + (int32_t)k;
         o -= k;
-        memcpy(out + o, in + i, k);
-        i += k;
+        memcpy(out + o, in + start, k);
     }
     return (ssize_t)n;
 }
 
 int tk_utf8_valid(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        utf8proc_int32_t cp;
-        i += char_len(s + i, n - i, &cp);
+    int32_t len = n > INT32_MAX ? INT32_MAX : (int32_t)n;
+    for (int32_t i = 0; i < len;) {
+        UChar32 cp;
+        U8_NEXT(s, i, len, cp);
         if (cp < 0)
             return 0;
     }

@@ -15,7 +15,7 @@
 #include "timer_heap.h"
 
 #define TK_SCRATCH_SIZE (64 * 1024)
-#define TK_READY_CAP 256
+#define TK_READY_CAP    256
 
 typedef struct tk_post {
     struct tk_post *next;
@@ -381,8 +381,7 @@ static void on_signal(tk_loop *loop, tk_io *io, unsigned events)
         loop->sig_cb(loop, (int)si.ssi_signo, loop->sig_arg);
 }
 
-int tk_loop_watch_signals(tk_loop *loop, const int *signals, size_t n, tk_signal_cb cb,
-                          void *arg)
+int tk_loop_watch_signals(tk_loop *loop, const int *signals, size_t n, tk_signal_cb cb, void *arg)
 {
     sigset_t set;
     sigemptyset(&set);

@@ -8,7 +8,7 @@
 
 #include "tcpkit/metrics.h"
 
-#define SUB_BITS 4
+#define SUB_BITS  4
 #define SUB_COUNT (1u << SUB_BITS)
 
 static unsigned bucket_of(uint64_t v)

@@ -105,7 +105,9 @@ int tk_conn_new(tk_loop *loop, int fd, const tk_conn_handler *h, const tk_conn_l
         c->lim.low_water = c->lim.high_water;
     c->data = data;
     c->last_active_ms = tk_loop_now(loop);
-    tk_buf_init(&c->in, lim->max_input);
+    /* The buffer briefly holds a leftover plus one whole read; what stays
+     * after the service consumed its messages is checked against max_input. */
+    tk_buf_init(&c->in, lim->max_input + tk_loop_scratch_size());
     tk_io_init(&c->io, fd, on_io);
     tk_timer_init(&c->timer, on_timer);
     tk_defer_init(&c->defer, on_defer);
@@ -545,13 +547,14 @@ static void peer_finished(tk_conn *c)
  * size in memory, never a whole read buffer. */
 static void deliver(tk_conn *c, const unsigned char *p, size_t n)
 {
+    size_t used;
     if (tk_buf_len(&c->in) == 0) {
-        size_t used = c->h->on_data(c, p, n);
+        used = c->h->on_data(c, p, n);
         if (c->flags & (F_CLOSED | F_CLOSING) || used >= n)
             return;
         p += used;
         n -= used;
-        int err = tk_buf_append(&c->in, p, n);
+        int err = n > c->lim.max_input ? -ENOBUFS : tk_buf_append(&c->in, p, n);
         if (err < 0)
             tk_conn_close(c, err == -ENOBUFS ? TK_CLOSE_LIMIT : TK_CLOSE_ERROR, err);
         return;
@@ -561,13 +564,16 @@ static void deliver(tk_conn *c, const unsigned char *p, size_t n)
         tk_conn_close(c, err == -ENOBUFS ? TK_CLOSE_LIMIT : TK_CLOSE_ERROR, err);
         return;
     }
-    size_t used = c->h->on_data(c, tk_buf_head(&c->in), tk_buf_len(&c->in));
+    used = c->h->on_data(c, tk_buf_head(&c->in), tk_buf_len(&c->in));
     if (c->flags & F_CLOSED)
         return;
-    if (c->flags & F_CLOSING)
+    if (c->flags & F_CLOSING) {
         tk_buf_free(&c->in); /* no more input will be delivered */
-    else
-        tk_buf_consume(&c->in, used);
+        return;
+    }
+    tk_buf_consume(&c->in, used);
+    if (tk_buf_len(&c->in) > c->lim.max_input)
+        tk_conn_close(c, TK_CLOSE_LIMIT, -ENOBUFS);
 }
 
 static int reading_allowed(const tk_conn *c)
@@ -633,7 +639,7 @@ static void on_io(tk_loop *loop, tk_io *io, unsigned events)
      * sent their FIN. */
     if ((events & TK_HUP) && !(io->events & TK_READ)) {
         int err = tk_sock_error(io->fd);
-        tk_close_reason why = err ? TK_CLOSE_RESET
+        tk_close_reason why = err                      ? TK_CLOSE_RESET
                               : (c->flags & F_CLOSING) ? c->reason
                                                        : TK_CLOSE_PEER;
         tk_conn_close(c, why, err);

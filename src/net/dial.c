@@ -97,8 +97,8 @@ static void release(tk_loop *loop, tk_defer *df)
     free((char *)df - offsetof(tk_dial, release));
 }
 
-int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeout_ms,
-                  tk_dial_cb cb, void *arg, tk_dial **out)
+int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeout_ms, tk_dial_cb cb,
+                  void *arg, tk_dial **out)
 {
     if (n == 0)
         return -EINVAL;

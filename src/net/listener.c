@@ -114,8 +114,8 @@ static void on_acceptable(tk_loop *loop, tk_io *io, unsigned events)
     for (int i = 0; i < TK_ACCEPT_BATCH; i++) {
         tk_addr peer;
         peer.len = sizeof(peer.ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             l->accepted++;
             l->cb(l, fd, &peer, l->arg);
@@ -123,13 +123,11 @@ static void on_acceptable(tk_loop *loop, tk_io *io, unsigned events)
         }
         int err = errno;
         switch (err) {
-        case EAGAIN:
-            return;
+        case EAGAIN: return;
         case EINTR:
         case ECONNABORTED:
         case EPROTO:
-        case EPERM:
-            continue;
+        case EPERM: continue;
         case EMFILE:
         case ENFILE:
             log_exhaustion(l, -err);

@@ -81,8 +81,8 @@ static void on_accept(tk_listener *l, int fd, const tk_addr *peer, void *arg)
         if (prev >= s->cfg.max_clients) {
             atomic_fetch_sub(&s->active, 1);
             char who[TK_ADDR_STRLEN];
-            tk_debug("refusing %s: %u clients (max-clients)", tk_addr_format(peer, who, sizeof(who)),
-                     prev);
+            tk_debug("refusing %s: %u clients (max-clients)",
+                     tk_addr_format(peer, who, sizeof(who)), prev);
             reject(tk_workers_loop(s->w, sl->index), fd, s->cfg.busy_msg);
             return;
         }
@@ -95,8 +95,7 @@ static void on_accept(tk_listener *l, int fd, const tk_addr *peer, void *arg)
 /* Binds one socket per loop on addr; the first fixes the port when it is 0. */
 static int bind_everywhere(tk_server *s, tk_addr *addr, int dual_stack, char *err, size_t errcap)
 {
-    tk_listen_opts o = {
-        .backlog = s->cfg.backlog, .reuseport = s->nloops > 1, .udp = s->cfg.udp};
+    tk_listen_opts o = {.backlog = s->cfg.backlog, .reuseport = s->nloops > 1, .udp = s->cfg.udp};
     char text[TK_ADDR_STRLEN];
     for (unsigned i = 0; i < s->nloops; i++) {
         int fd = tk_listen_socket(addr, &o, dual_stack);
@@ -166,12 +165,11 @@ static int open_one(tk_server *s, const char *spec, char *err, size_t errcap)
     return rc;
 }
 
-int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_ops *ops,
-                   void *svc, tk_server **out, char *err, size_t errcap)
+int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_ops *ops, void *svc,
+                   tk_server **out, char *err, size_t errcap)
 {
     if (cfg->nlisten == 0 || cfg->nlisten > TK_SERVER_MAX_LISTEN) {
-        snprintf(err, errcap, "between 1 and %d listen addresses are needed",
-                 TK_SERVER_MAX_LISTEN);
+        snprintf(err, errcap, "between 1 and %d listen addresses are needed", TK_SERVER_MAX_LISTEN);
         return -EINVAL;
     }
     tk_server *s = calloc(1, sizeof(*s));

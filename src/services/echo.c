@@ -220,7 +220,7 @@ static void echo_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     }
     const tk_conn_handler *h = e->cfg.framing == TK_ECHO_FRAMING_LENGTH ? &length_handler
                                : e->cfg.framing == TK_ECHO_FRAMING_JSON ? &json_handler
-                                                                         : &line_handler;
+                                                                        : &line_handler;
     int err = tk_conn_new(el->loop, fd, h, &e->limits, cl, &cl->conn);
     if (err < 0) {
         tk_warn("echo: cannot take a client: %s", strerror(-err));
@@ -250,12 +250,9 @@ static void say_goodbye(echo_client *cl)
     if (tk_conn_closing(c))
         return;
     switch (cl->el->e->cfg.framing) {
-    case TK_ECHO_FRAMING_JSON:
-        echo_json_notice(c, "shutdown", ECHO_SHUTDOWN_TEXT);
-        break;
+    case TK_ECHO_FRAMING_JSON: echo_json_notice(c, "shutdown", ECHO_SHUTDOWN_TEXT); break;
     case TK_ECHO_FRAMING_LENGTH:
-        length_reply(c, "", (const unsigned char *)ECHO_SHUTDOWN_TEXT,
-                     strlen(ECHO_SHUTDOWN_TEXT));
+        length_reply(c, "", (const unsigned char *)ECHO_SHUTDOWN_TEXT, strlen(ECHO_SHUTDOWN_TEXT));
         break;
     case TK_ECHO_FRAMING_LINE:
         (void)tk_conn_write(c, ECHO_SHUTDOWN_TEXT "\n", strlen(ECHO_SHUTDOWN_TEXT) + 1);
@@ -297,7 +294,7 @@ const tk_service_ops *tk_echo_ops(void)
 int tk_echo_new(const tk_echo_config *c, tk_workers *w, tk_echo **out)
 {
     unsigned nloops = tk_workers_count(w);
-    if ( c->max_line == 0 || c->max_frame == 0 || c->max_frame > UINT32_MAX)
+    if (c->max_line == 0 || c->max_frame == 0 || c->max_frame > UINT32_MAX)
         return -EINVAL;
     tk_echo *e = calloc(1, sizeof(*e));
     if (!e)
@@ -313,8 +310,8 @@ int tk_echo_new(const tk_echo_config *c, tk_workers *w, tk_echo **out)
     }
     tk_conn_limits_init(&e->limits);
     /* Input kept between reads is at most one unfinished request. */
-    e->limits.max_input = c->framing == TK_ECHO_FRAMING_LENGTH ? c->max_frame + TK_LEN_HEADER
-                                                               : c->max_line + 1;
+    e->limits.max_input =
+        c->framing == TK_ECHO_FRAMING_LENGTH ? c->max_frame + TK_LEN_HEADER : c->max_line + 1;
     e->limits.high_water = c->out_high;
     e->limits.low_water = c->out_high / 4;
     /* The hard limit must leave room for the largest single reply. */

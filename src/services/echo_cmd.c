@@ -28,7 +28,8 @@ tk_echo_cmd tk_echo_parse(const unsigned char *line, size_t len, const unsigned 
     while (word < len && line[word] != ' ')
         word++;
     /* Command words are short; anything longer cannot be one. */
-    tk_echo_cmd cmd = word <= 7 ? tk_echo_cmd_by_name((const char *)line, word) : TK_ECHO_CMD_UNKNOWN;
+    tk_echo_cmd cmd =
+        word <= 7 ? tk_echo_cmd_by_name((const char *)line, word) : TK_ECHO_CMD_UNKNOWN;
     if (cmd == TK_ECHO_CMD_UNKNOWN) {
         *arg = line;
         *arg_len = len;

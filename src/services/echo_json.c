@@ -43,13 +43,12 @@ static json_t *stats_payload(tk_echo *e)
 {
     tk_metrics_snapshot s;
     tk_metrics_read(e->metrics, &s);
-    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "status", "ok",
-                     "conns_total", (json_int_t)s.conns_total, "conns_active",
-                     (json_int_t)s.conns_active, "conns_rejected", (json_int_t)s.conns_rejected,
-                     "bytes_in", (json_int_t)s.bytes_in, "bytes_out", (json_int_t)s.bytes_out,
-                     "messages", (json_int_t)s.messages, "resp_avg_us", s.resp_avg_us,
-                     "resp_p50_us", (json_int_t)s.resp_p50_us, "resp_p99_us",
-                     (json_int_t)s.resp_p99_us);
+    return json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "status", "ok", "conns_total",
+        (json_int_t)s.conns_total, "conns_active", (json_int_t)s.conns_active, "conns_rejected",
+        (json_int_t)s.conns_rejected, "bytes_in", (json_int_t)s.bytes_in, "bytes_out",
+        (json_int_t)s.bytes_out, "messages", (json_int_t)s.messages, "resp_avg_us", s.resp_avg_us,
+        "resp_p50_us", (json_int_t)s.resp_p50_us, "resp_p99_us", (json_int_t)s.resp_p99_us);
 }
 
 /* Applies a text command to payload.data; NULL when data is missing. */
@@ -118,16 +117,16 @@ static void json_request(echo_client *cl, const unsigned char *line, size_t n)
         break;
     case TK_ECHO_CMD_TIME:
         echo_format_time(when, sizeof(when));
-        send_object(c, response(req.type, req.id, json_pack("{s:s, s:s}", "status", "ok", "time",
-                                                              when)));
+        send_object(
+            c, response(req.type, req.id, json_pack("{s:s, s:s}", "status", "ok", "time", when)));
         break;
     case TK_ECHO_CMD_STATS:
         send_object(c, response(req.type, req.id, stats_payload(cl->el->e)));
         break;
     case TK_ECHO_CMD_QUIT:
-        send_object(c, response("QUIT", req.id,
-                                json_pack("{s:s, s:s}", "status", "ok", "message",
-                                          ECHO_GOODBYE_TEXT)));
+        send_object(
+            c, response("QUIT", req.id,
+                        json_pack("{s:s, s:s}", "status", "ok", "message", ECHO_GOODBYE_TEXT)));
         tk_conn_close_after_flush(c, TK_CLOSE_LOCAL);
         break;
     case TK_ECHO_CMD_PLAIN:

@@ -42,13 +42,13 @@ static size_t stats_line(tk_echo *e, unsigned char *out, size_t cap)
 {
     tk_metrics_snapshot s;
     tk_metrics_read(e->metrics, &s);
-    int n = snprintf((char *)out, cap,
-                     "STATS conns_total=%" PRIu64 " conns_active=%" PRIu64
-                     " conns_rejected=%" PRIu64 " bytes_in=%" PRIu64 " bytes_out=%" PRIu64
-                     " messages=%" PRIu64 " resp_avg_us=%.1f resp_p50_us=%" PRIu64
-                     " resp_p99_us=%" PRIu64 "\n",
-                     s.conns_total, s.conns_active, s.conns_rejected, s.bytes_in, s.bytes_out,
-                     s.messages, s.resp_avg_us, s.resp_p50_us, s.resp_p99_us);
+    int n =
+        snprintf((char *)out, cap,
+                 "STATS conns_total=%" PRIu64 " conns_active=%" PRIu64 " conns_rejected=%" PRIu64
+                 " bytes_in=%" PRIu64 " bytes_out=%" PRIu64 " messages=%" PRIu64
+                 " resp_avg_us=%.1f resp_p50_us=%" PRIu64 " resp_p99_us=%" PRIu64 "\n",
+                 s.conns_total, s.conns_active, s.conns_rejected, s.bytes_in, s.bytes_out,
+                 s.messages, s.resp_avg_us, s.resp_p50_us, s.resp_p99_us);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -61,11 +61,11 @@ size_t echo_line_reply(tk_echo *e, const unsigned char *line, size_t n, unsigned
     *quit = 0;
     tk_echo_cmd cmd = tk_echo_parse(line, n, &arg, &alen);
     switch (cmd) {
-    case TK_ECHO_CMD_ECHO:
-        return put(out, "ECHO: ", arg, alen);
+    case TK_ECHO_CMD_ECHO: return put(out, "ECHO: ", arg, alen);
     case TK_ECHO_CMD_UPPER:
     case TK_ECHO_CMD_LOWER: {
-        r = cmd == TK_ECHO_CMD_UPPER ? tk_utf8_upper(arg, alen, out, cap - 1) : tk_utf8_lower(arg, alen, out, cap - 1);
+        r = cmd == TK_ECHO_CMD_UPPER ? tk_utf8_upper(arg, alen, out, cap - 1)
+                                     : tk_utf8_lower(arg, alen, out, cap - 1);
         if (r < 0)
             return put(out, "ERROR: reply too large", NULL, 0);
         out[r] = '\n';
@@ -80,14 +80,10 @@ size_t echo_line_reply(tk_echo *e, const unsigned char *line, size_t n, unsigned
         out[t] = '\n';
         return t + 1;
     }
-    case TK_ECHO_CMD_STATS:
-        return stats_line(e, out, cap);
-    case TK_ECHO_CMD_QUIT:
-        *quit = 1;
-        return put(out, ECHO_GOODBYE_TEXT, NULL, 0);
+    case TK_ECHO_CMD_STATS: return stats_line(e, out, cap);
+    case TK_ECHO_CMD_QUIT: *quit = 1; return put(out, ECHO_GOODBYE_TEXT, NULL, 0);
     case TK_ECHO_CMD_PLAIN:
-    case TK_ECHO_CMD_UNKNOWN:
-        break;
+    case TK_ECHO_CMD_UNKNOWN: break;
     }
     if (e->cfg.strict)
         return put(out, "ERROR: Unknown command", NULL, 0);

@@ -21,7 +21,7 @@ typedef struct {
 } udp_batch;
 
 /* Requests up to UDP_SLOT - 1 bytes are answered; larger ones are dropped. */
-#define UDP_SLOT 2048
+#define UDP_SLOT       2048
 #define UDP_REPLY_SLOT (4 * UDP_SLOT + 1)
 
 static void on_datagrams(tk_loop *loop, tk_io *io, unsigned events)

@@ -338,20 +338,6 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-static void stop_from_inside(tk_loop *loop, void *arg)
-{
-    (void)arg;
-    tk_loop_stop(loop);
-}
-
-/* A stop posted as work is seen even by a loop that has not reached
- * tk_loop_run() yet; a direct tk_loop_stop() is the fallback. */
-static void thread_stop(bench_thread *th)
-{
-    if (tk_loop_post(th->loop, stop_from_inside, NULL) < 0)
-        tk_loop_stop(th->loop);
-}
-
 /* Releases what the thread held; its loop must not be running. */
 static void thread_free(bench_thread *th)
 {
@@ -542,7 +528,7 @@ int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
     atomic_store(&sh.phase, PHASE_DONE);
     for (unsigned i = 0; i < nthreads; i++) {
         if (ths[i].started)
-            thread_stop(&ths[i]);
+            tk_loop_stop(ths[i].loop);
     }
     for (unsigned i = 0; i < nthreads; i++) {
         if (ths[i].started)
