@@ -51,12 +51,14 @@ static void on_sent(tk_conn *c)
 
 static void line_request(echo_client *cl, const unsigned char *line, size_t n)
 {
-    tk_echo *e = cl->el->e;
-    unsigned char *out = tk_conn_write_reserve(cl->conn, echo_reply_bound(n));
+    echo_req req;
+    echo_parse(line, n, &req);
+    size_t bound = echo_reply_bound(&req);
+    unsigned char *out = tk_conn_write_reserve(cl->conn, bound);
     if (!out)
         return;
     int quit;
-    size_t len = echo_line_reply(e, line, n, out, echo_reply_bound(n), &quit);
+    size_t len = echo_reply(cl->el->e, &req, out, bound, &quit);
     tk_conn_write_commit(cl->conn, len);
     if (quit)
         tk_conn_close_after_flush(cl->conn, TK_CLOSE_LOCAL);
@@ -315,8 +317,8 @@ int tk_echo_new(const tk_echo_config *c, tk_workers *w, tk_echo **out)
     e->limits.high_water = c->out_high;
     e->limits.low_water = c->out_high / 4;
     /* The hard limit must leave room for the largest single reply. */
-    size_t largest = c->framing == TK_ECHO_FRAMING_LENGTH ? c->max_frame + 64
-                                                          : echo_reply_bound(c->max_line) * 2;
+    size_t largest =
+        c->framing == TK_ECHO_FRAMING_LENGTH ? c->max_frame + 64 : 4 * c->max_line + 1024;
     e->limits.max_output = c->out_max > c->out_high + largest ? c->out_max : c->out_high + largest;
     e->limits.idle_timeout_ms = c->idle_timeout_ms;
     e->limits.stall_timeout_ms = c->stall_timeout_ms;

@@ -24,12 +24,13 @@ tk_echo_cmd tk_echo_cmd_by_name(const char *name, size_t len)
 tk_echo_cmd tk_echo_parse(const unsigned char *line, size_t len, const unsigned char **arg,
                           size_t *arg_len)
 {
+    /* Command words are at most 7 bytes: look no further than that, so a
+     * long plain line costs nothing here. */
     size_t word = 0;
-    while (word < len && line[word] != ' ')
+    while (word < len && word < 8 && line[word] != ' ')
         word++;
-    /* Command words are short; anything longer cannot be one. */
     tk_echo_cmd cmd =
-        word <= 7 ? tk_echo_cmd_by_name((const char *)line, word) : TK_ECHO_CMD_UNKNOWN;
+        word < 8 ? tk_echo_cmd_by_name((const char *)line, word) : TK_ECHO_CMD_UNKNOWN;
     if (cmd == TK_ECHO_CMD_UNKNOWN) {
         *arg = line;
         *arg_len = len;

@@ -63,12 +63,23 @@ int echo_udp_start(echo_loop *el, int fd);
 /* UDP: stops and closes the socket. */
 void echo_udp_stop(echo_loop *el);
 
-/* Answers one line-protocol request into out (cap bytes, at least
- * echo_reply_bound()). Returns the reply length; sets *quit for QUIT. */
-size_t echo_line_reply(tk_echo *e, const unsigned char *line, size_t n, unsigned char *out,
-                       size_t cap, int *quit);
+/* One parsed line-protocol request. */
+typedef struct {
+    tk_echo_cmd cmd;
+    const unsigned char *line;
+    size_t len;
+    const unsigned char *arg;
+    size_t arg_len;
+} echo_req;
 
-/* Room echo_line_reply() may need for a line of n bytes. */
-size_t echo_reply_bound(size_t n);
+/* Parses a line into req. */
+void echo_parse(const unsigned char *line, size_t n, echo_req *req);
+
+/* The most bytes echo_reply() can write for req. */
+size_t echo_reply_bound(const echo_req *req);
+
+/* Answers req into out (cap >= echo_reply_bound(req)); returns the reply
+ * length and sets *quit for QUIT. */
+size_t echo_reply(tk_echo *e, const echo_req *req, unsigned char *out, size_t cap, int *quit);
 
 #endif

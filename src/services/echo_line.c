@@ -21,11 +21,25 @@ size_t echo_format_time(char *buf, size_t cap)
     return n;
 }
 
-size_t echo_reply_bound(size_t n)
+void echo_parse(const unsigned char *line, size_t n, echo_req *req)
 {
-    /* Case mapping may turn each byte into up to 4; the fixed replies fit. */
-    size_t grow = 4 * n + 1;
-    return grow > STATS_MAX ? grow : STATS_MAX;
+    req->line = line;
+    req->len = n;
+    req->cmd = tk_echo_parse(line, n, &req->arg, &req->arg_len);
+}
+
+size_t echo_reply_bound(const echo_req *req)
+{
+    switch (req->cmd) {
+    case TK_ECHO_CMD_UPPER:
+    case TK_ECHO_CMD_LOWER:
+        /* One byte may become up to four; room for the error text too. */
+        return 4 * req->arg_len + 64;
+    case TK_ECHO_CMD_STATS: return STATS_MAX;
+    default:
+        /* "ECHO: " + line + "\n", and every fixed reply fits in 64. */
+        return req->len + 64;
+    }
 }
 
 static size_t put(unsigned char *out, const char *prefix, const unsigned char *s, size_t n)
@@ -52,27 +66,22 @@ static size_t stats_line(tk_echo *e, unsigned char *out, size_t cap)
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-size_t echo_line_reply(tk_echo *e, const unsigned char *line, size_t n, unsigned char *out,
-                       size_t cap, int *quit)
+size_t echo_reply(tk_echo *e, const echo_req *req, unsigned char *out, size_t cap, int *quit)
 {
-    const unsigned char *arg;
-    size_t alen;
     ssize_t r;
     *quit = 0;
-    tk_echo_cmd cmd = tk_echo_parse(line, n, &arg, &alen);
-    switch (cmd) {
-    case TK_ECHO_CMD_ECHO: return put(out, "ECHO: ", arg, alen);
+    switch (req->cmd) {
+    case TK_ECHO_CMD_ECHO: return put(out, "ECHO: ", req->arg, req->arg_len);
     case TK_ECHO_CMD_UPPER:
-    case TK_ECHO_CMD_LOWER: {
-        r = cmd == TK_ECHO_CMD_UPPER ? tk_utf8_upper(arg, alen, out, cap - 1)
-                                     : tk_utf8_lower(arg, alen, out, cap - 1);
+    case TK_ECHO_CMD_LOWER:
+        r = req->cmd == TK_ECHO_CMD_UPPER ? tk_utf8_upper(req->arg, req->arg_len, out, cap - 1)
+                                          : tk_utf8_lower(req->arg, req->arg_len, out, cap - 1);
         if (r < 0)
             return put(out, "ERROR: reply too large", NULL, 0);
         out[r] = '\n';
         return (size_t)r + 1;
-    }
     case TK_ECHO_CMD_REVERSE:
-        r = tk_utf8_reverse(arg, alen, out);
+        r = tk_utf8_reverse(req->arg, req->arg_len, out);
         out[r] = '\n';
         return (size_t)r + 1;
     case TK_ECHO_CMD_TIME: {
@@ -87,5 +96,5 @@ size_t echo_line_reply(tk_echo *e, const unsigned char *line, size_t n, unsigned
     }
     if (e->cfg.strict)
         return put(out, "ERROR: Unknown command", NULL, 0);
-    return put(out, "ECHO: ", line, n);
+    return put(out, "ECHO: ", req->line, req->len);
 }

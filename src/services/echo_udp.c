@@ -22,7 +22,7 @@ typedef struct {
 
 /* Requests up to UDP_SLOT - 1 bytes are answered; larger ones are dropped. */
 #define UDP_SLOT       2048
-#define UDP_REPLY_SLOT (4 * UDP_SLOT + 1)
+#define UDP_REPLY_SLOT (4 * UDP_SLOT + 64)
 
 static void on_datagrams(tk_loop *loop, tk_io *io, unsigned events)
 {
@@ -58,7 +58,9 @@ static void on_datagrams(tk_loop *loop, tk_io *io, unsigned events)
             len--;
         unsigned char *out = outbuf[nout];
         int quit;
-        size_t rlen = echo_line_reply(e, line, len, out, UDP_REPLY_SLOT, &quit);
+        echo_req req;
+        echo_parse(line, len, &req);
+        size_t rlen = echo_reply(e, &req, out, UDP_REPLY_SLOT, &quit);
         b.out_iov[nout].iov_base = out;
         b.out_iov[nout].iov_len = rlen;
         memset(&b.out[nout], 0, sizeof(b.out[nout]));
