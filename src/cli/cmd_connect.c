@@ -1,6 +1,12 @@
 /* tcpkit connect: the netcat of the kit. Piped, it relays raw bytes both ways
  * and half-closes on end of input; on a terminal it offers a line editor with
- * history and shows server lines as they arrive, even mid-typing. */
+ * history and shows server lines as they arrive, even mid-typing.
+ *
+ * On a terminal the line editor (libedit) owns the main thread; its
+ * character-reading hook runs the event loop until a key is pressed, so
+ * network traffic is handled inside the editor's read, on the same thread,
+ * and a server line can be printed above the prompt and the line redrawn
+ * safely. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -11,7 +17,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <editline/readline.h>
+#include <histedit.h>
+#include <locale.h>
+#include <wchar.h>
 
 #include "cli/commands.h"
 #include "cli/opts.h"
@@ -33,6 +41,9 @@ typedef struct {
     int in_pollable; /* stdin works with epoll (not a regular file) */
     int in_eof;
     int interactive;
+    int key_ready; /* a key is waiting on the terminal */
+    int finished;  /* the connection is over (or never started) */
+    EditLine *el;
     int status;
     uint32_t idle_ms;
     tk_sockopts sockopts;
@@ -40,8 +51,6 @@ typedef struct {
     char partial[4096]; /* an unfinished server line, interactive mode */
     size_t partial_len;
 } client;
-
-static client *g_client; /* for the line editor's callback, which has no argument */
 
 static const char usage_text[] =
     "usage: tcpkit connect HOST:PORT [OPTIONS]\n"
@@ -95,15 +104,16 @@ static void write_all(int fd, const void *p, size_t n)
     }
 }
 
-/* Interactive: prints one server line above the prompt, keeping what the
- * user is typing. */
-static void show_line(const char *s, size_t n)
+/* Interactive: prints one server line above the prompt, then redraws the
+ * prompt with what the user has typed so far. */
+static void show_line(client *cl, const char *s, size_t n)
 {
     fputs("\r\033[K< ", stdout);
     fwrite(s, 1, n, stdout);
     fputc('\n', stdout);
     fflush(stdout);
-    rl_forced_update_display();
+    if (cl->el && !cl->in_eof)
+        el_set(cl->el, EL_REFRESH);
 }
 
 static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
@@ -119,7 +129,7 @@ static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
             size_t n = cl->partial_len;
             if (n && cl->partial[n - 1] == '\r')
                 n--;
-            show_line(cl->partial, n);
+            show_line(cl, cl->partial, n);
             cl->partial_len = 0;
             if (ch == '\n')
                 continue;
@@ -134,7 +144,7 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
     client *cl = tk_conn_data(c);
     cl->conn = NULL;
     if (cl->interactive && cl->partial_len)
-        show_line(cl->partial, cl->partial_len);
+        show_line(cl, cl->partial, cl->partial_len);
     switch (why) {
     case TK_CLOSE_PEER:
     case TK_CLOSE_LOCAL: cl->status = 0; break;
@@ -150,6 +160,7 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
     }
     if (cl->in_io.live)
         tk_io_stop(cl->loop, &cl->in_io);
+    cl->finished = 1;
     tk_loop_stop(cl->loop);
 }
 
@@ -206,33 +217,17 @@ static void on_pump(tk_loop *loop, tk_defer *d)
         read_stdin(cl);
 }
 
-static void on_typed_line(char *line)
-{
-    client *cl = g_client;
-    if (!line) {
-        fputs("\n", stdout);
-        rl_callback_handler_remove();
-        input_finished(cl);
-        return;
-    }
-    if (*line)
-        add_history(line);
-    if (cl->conn) {
-        (void)tk_conn_write(cl->conn, line, strlen(line));
-        (void)tk_conn_write(cl->conn, "\n", 1);
-    }
-    free(line);
-}
-
 static void on_stdin(tk_loop *loop, tk_io *io, unsigned events)
 {
-    (void)loop;
     (void)events;
     client *cl = (client *)((char *)io - offsetof(client, in_io));
-    if (cl->interactive)
-        rl_callback_read_char();
-    else if (cl->conn)
+    if (cl->interactive) {
+        /* The editor reads the key; stop serving the network until it asks. */
+        cl->key_ready = 1;
+        tk_loop_stop(loop);
+    } else if (cl->conn) {
         read_stdin(cl);
+    }
 }
 
 static void on_connected(tk_loop *loop, int fd, int err, void *arg)
@@ -242,6 +237,7 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
         fprintf(stderr, "tcpkit connect: %s\n",
                 err == -ETIMEDOUT ? "connection timed out" : strerror(-err));
         cl->status = status_for(err);
+        cl->finished = 1;
         tk_loop_stop(loop);
         return;
     }
@@ -255,12 +251,12 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
     lim.linger_ms = 0;
     if (tk_conn_new(loop, fd, &handler, &lim, cl, &cl->conn) < 0) {
         cl->status = 1;
+        cl->finished = 1;
         tk_loop_stop(loop);
         return;
     }
-    if (cl->interactive) {
-        rl_callback_handler_install("> ", on_typed_line);
-    }
+    if (cl->interactive)
+        tk_loop_stop(loop); /* connected: hand the thread to the editor */
     tk_io_init(&cl->in_io, 0, on_stdin);
     if (tk_io_set(loop, &cl->in_io, TK_READ) == 0) {
         cl->in_pollable = 1;
@@ -268,6 +264,88 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
         tk_defer_init(&cl->pump, on_pump);
         tk_defer_queue(loop, &cl->pump);
     }
+}
+
+/* libedit's character source: serve the network until a key is waiting,
+ * then read it (decoding UTF-8). Returns 0 at end of input or when the
+ * connection is over, which ends the editing session. */
+static int editor_getc(EditLine *el, wchar_t *wc)
+{
+    client *cl;
+    el_get(el, EL_CLIENTDATA, (void **)&cl);
+    mbstate_t st;
+    memset(&st, 0, sizeof(st));
+    for (;;) {
+        while (!cl->key_ready && !cl->finished)
+            tk_loop_run(cl->loop);
+        if (cl->finished)
+            return 0;
+        cl->key_ready = 0;
+        char c;
+        ssize_t n = read(0, &c, 1);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            return 0;
+        size_t r = mbrtowc(wc, &c, 1, &st);
+        if (r == (size_t)-2)
+            continue; /* the middle of a multi-byte character */
+        if (r == (size_t)-1)
+            *wc = (wchar_t)(unsigned char)c;
+        return 1;
+    }
+}
+
+static char *editor_prompt(EditLine *el)
+{
+    (void)el;
+    return "> ";
+}
+
+/* The terminal session: edit lines, send them, until end of input or the
+ * server goes away; then print what the server still sends. */
+static void run_terminal(client *cl, const char *hist_file)
+{
+    HistEvent ev;
+    History *h = history_init();
+    history(h, &ev, H_SETSIZE, 1000);
+    history(h, &ev, H_SETUNIQUE, 1);
+    if (hist_file)
+        history(h, &ev, H_LOAD, hist_file);
+    cl->el = el_init("tcpkit", stdin, stdout, stderr);
+    el_set(cl->el, EL_CLIENTDATA, cl);
+    el_set(cl->el, EL_EDITOR, "emacs");
+    el_set(cl->el, EL_PROMPT, editor_prompt);
+    el_set(cl->el, EL_HIST, history, h);
+    el_set(cl->el, EL_GETCFN, editor_getc);
+    el_set(cl->el, EL_SIGNAL, 1);
+    el_source(cl->el, NULL);
+
+    int n;
+    const char *line;
+    while (!cl->finished && (line = el_gets(cl->el, &n)) && n > 0) {
+        size_t len = (size_t)n;
+        if (len > 1 && len < 4096) {
+            char entry[4096];
+            memcpy(entry, line, len - 1); /* without its newline */
+            entry[len - 1] = '\0';
+            history(h, &ev, H_ENTER, entry);
+        }
+        if (cl->conn)
+            (void)tk_conn_write(cl->conn, line, len);
+    }
+    /* Leave the prompt line, whether the user ended input or the server did. */
+    fputc('\n', stdout);
+    if (!cl->finished)
+        input_finished(cl);
+    el_end(cl->el);
+    cl->el = NULL;
+    /* Everything the server still sends is printed before exiting. */
+    while (!cl->finished)
+        tk_loop_run(cl->loop);
+    if (hist_file)
+        history(h, &ev, H_SAVE, hist_file);
+    history_end(h);
 }
 
 static int history_path(char *buf, size_t cap)
@@ -333,22 +411,20 @@ int cmd_connect(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     cl.interactive = !raw && isatty(0) && isatty(1);
-    g_client = &cl;
+    if (cl.interactive)
+        setlocale(LC_CTYPE, "");
     if (tk_loop_new(&cl.loop) < 0)
         return 1;
-    char hist[1024];
-    int have_hist = cl.interactive && history_path(hist, sizeof(hist));
-    if (have_hist)
-        read_history(hist);
     if (tk_dial_start(cl.loop, addrs, (size_t)n, connect_ms, on_connected, &cl, NULL) < 0) {
         tk_loop_free(cl.loop);
         return 1;
     }
     tk_loop_run(cl.loop);
-    if (cl.interactive) {
-        rl_callback_handler_remove();
-        if (have_hist)
-            write_history(hist);
+    if (cl.interactive && !cl.finished) {
+        char hist[1024];
+        run_terminal(&cl, history_path(hist, sizeof(hist)) ? hist : NULL);
+    } else if (!cl.interactive && !cl.finished) {
+        tk_loop_run(cl.loop);
     }
     if (cl.conn)
         tk_conn_close(cl.conn, TK_CLOSE_LOCAL, 0);
