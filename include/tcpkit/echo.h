@@ -72,7 +72,8 @@ typedef enum {
 tk_echo_cmd tk_echo_parse(const unsigned char *line, size_t len, const unsigned char **arg,
                           size_t *arg_len);
 
-/* Looks up a command by name (exact, upper-case); TK_ECHO_CMD_UNKNOWN if none. */
+/* Looks up a command by its exact name (upper case, plus "quit" for QUIT);
+ * TK_ECHO_CMD_UNKNOWN if none. */
 tk_echo_cmd tk_echo_cmd_by_name(const char *name, size_t len);
 
 #endif

@@ -1,7 +1,8 @@
 /* Listening sockets and the accept loop. A listener accepts in bounded
  * batches and survives descriptor exhaustion (EMFILE/ENFILE) without spinning:
- * it sheds the waiting client through a reserved descriptor, and if even that
- * fails it pauses accepting for a short back-off. */
+ * it sheds each waiting client (busy message, then close) through one
+ * descriptor the process keeps in reserve for every listener, and if even
+ * that fails it pauses accepting for a short back-off. */
 #ifndef TCPKIT_LISTENER_H
 #define TCPKIT_LISTENER_H
 

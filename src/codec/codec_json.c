@@ -43,8 +43,8 @@ int tk_json_decode_request(const unsigned char *line, size_t len, tk_json_reques
         return TK_JSON_BAD_JSON;
     }
     json_error_t je;
-    json_t *root =
-        json_loadb((const char *)line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    json_t *root = json_loadb((const char *)line, len,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
     if (!root) {
         snprintf(err, errcap, "invalid JSON at byte %d: %s", je.position, je.text);
         return TK_JSON_BAD_JSON;
@@ -61,14 +61,14 @@ int tk_json_decode_request(const unsigned char *line, size_t len, tk_json_reques
         return TK_JSON_BAD_TYPE;
     }
     json_t *payload = json_object_get(root, "payload");
-    if (payload && !json_is_object(payload) && !json_is_null(payload)) {
+    if (payload && !json_is_object(payload)) {
         json_decref(root);
         snprintf(err, errcap, "\"payload\" must be an object");
         return TK_JSON_BAD_PAYLOAD;
     }
     out->root = root;
     out->type = json_string_value(type);
-    out->payload = json_is_object(payload) ? payload : NULL;
+    out->payload = payload;
     out->id = json_object_get(root, "id");
     return 0;
 }

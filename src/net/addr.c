@@ -1,8 +1,10 @@
 /* Address parsing, resolution and formatting. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,13 +66,27 @@ int tk_addr_parse(const char *s, tk_addr *out)
     memset(out, 0, sizeof(*out));
     struct sockaddr_in *in4 = (struct sockaddr_in *)&out->ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->ss;
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+    if (!strchr(host, '%') && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
         in4->sin_family = AF_INET;
         in4->sin_port = htons((uint16_t)port);
         out->len = sizeof(*in4);
         return 0;
     }
+    /* A link-local IPv6 address may carry its interface: "fe80::1%eth0". */
+    char *scope = strchr(host, '%');
+    if (scope)
+        *scope++ = '\0';
     if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        if (scope) {
+            unsigned long idx = if_nametoindex(scope);
+            char *end;
+            if (idx == 0) {
+                idx = strtoul(scope, &end, 10);
+                if (*scope == '\0' || *end != '\0' || idx == 0 || idx > UINT32_MAX)
+                    return -EINVAL;
+            }
+            in6->sin6_scope_id = (uint32_t)idx;
+        }
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)port);
         out->len = sizeof(*in6);
@@ -121,7 +137,16 @@ char *tk_addr_format(const tk_addr *a, char *buf, size_t cap)
     } else if (a->ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->ss;
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        snprintf(buf, cap, "[%s]:%d", ip, ntohs(in6->sin6_port));
+        if (in6->sin6_scope_id) {
+            /* Keep the interface, or the text cannot reach the address again. */
+            char ifname[IF_NAMESIZE];
+            if (if_indextoname(in6->sin6_scope_id, ifname))
+                snprintf(buf, cap, "[%s%%%s]:%d", ip, ifname, ntohs(in6->sin6_port));
+            else
+                snprintf(buf, cap, "[%s%%%u]:%d", ip, in6->sin6_scope_id, ntohs(in6->sin6_port));
+        } else {
+            snprintf(buf, cap, "[%s]:%d", ip, ntohs(in6->sin6_port));
+        }
     } else {
         snprintf(buf, cap, "(unknown)");
     }

@@ -60,6 +60,8 @@ unsigned char *tk_buf_reserve(tk_buf *b, size_t n, int *err)
 void tk_buf_commit(tk_buf *b, size_t n)
 {
     b->end += n;
+    if (b->end == b->start)
+        tk_buf_free(b); /* reserved but nothing arrived: hold no memory */
 }
 
 int tk_buf_append(tk_buf *b, const void *p, size_t n)

@@ -1,7 +1,10 @@
-/* Listening sockets and the accept loop. */
+/* Listening sockets and the accept loop, and the process-wide descriptor
+ * reserve used to shed clients when descriptors run out. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +29,6 @@ struct tk_listener {
     tk_accept_cb cb;
     void *arg;
     const char *busy_msg;
-    int spare_fd; /* kept open to be given up when descriptors run out */
     uint64_t last_exhaust_log;
     unsigned long accepted;
     unsigned long shed;
@@ -60,9 +62,26 @@ int tk_listen_socket(const tk_addr *addr, const tk_listen_opts *o, int dual_stac
     return fd;
 }
 
-static int open_spare(void)
+/* Descriptor exhaustion is handled for the whole process at once: one
+ * reserved descriptor (a /dev/null handle) and, while any listener has seen
+ * EMFILE/ENFILE, every accept goes through one lock. Inside it the reserve is
+ * given up, the waiting client accepted, told it is refused, and its
+ * descriptor number turned back into the reserve with dup2(), which closes
+ * the client and re-takes the number in one step: no other thread can slip
+ * into the gap and leave a listener without a reserve. */
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+static int reserve_fd = -1;
+static int null_fd = -1;
+static atomic_int exhausted;
+
+static void reserve_init(void)
 {
-    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pthread_mutex_lock(&reserve_lock);
+    if (null_fd < 0)
+        null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (reserve_fd < 0 && null_fd >= 0)
+        reserve_fd = fcntl(null_fd, F_DUPFD_CLOEXEC, 0);
+    pthread_mutex_unlock(&reserve_lock);
 }
 
 static void log_exhaustion(tk_listener *l, int err)
@@ -71,27 +90,53 @@ static void log_exhaustion(tk_listener *l, int err)
     if (l->last_exhaust_log && now - l->last_exhaust_log < TK_EXHAUST_LOG_MS)
         return;
     l->last_exhaust_log = now;
-    tk_warn("accept: %s; shedding new clients (%lu so far)", strerror(-err), l->shed);
+    tk_warn("accept: %s; shedding new clients (%lu so far on this listener)", strerror(-err),
+            l->shed);
 }
 
-/* Out of descriptors: give up the spare one, take the waiting client, tell it
- * we are busy and close it, so it is not left hanging in the backlog and the
- * listener does not report readiness forever. Returns 0 if it shed a client. */
-static int shed_one(tk_listener *l)
+/* Accepts one client while descriptors are (or were just) exhausted. Returns
+ * the client's descriptor, 0 after shedding one, or a negative errno: -EAGAIN
+ * (nobody waiting) or -EMFILE (no reserve to shed with). */
+static int accept_exhausted(tk_listener *l, tk_addr *peer)
 {
-    if (l->spare_fd < 0)
-        return -EMFILE;
-    close(l->spare_fd);
-    l->spare_fd = -1;
-    int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int rc;
+    pthread_mutex_lock(&reserve_lock);
+    peer->len = sizeof(peer->ss);
+    int fd =
+        accept4(l->io.fd, (struct sockaddr *)&peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-        if (l->busy_msg)
-            (void)send(fd, l->busy_msg, strlen(l->busy_msg), MSG_NOSIGNAL | MSG_DONTWAIT);
-        close(fd);
-        l->shed++;
+        /* A descriptor was free after all: back to the lock-free path. */
+        atomic_store(&exhausted, 0);
+        if (reserve_fd < 0 && null_fd >= 0)
+            reserve_fd = fcntl(null_fd, F_DUPFD_CLOEXEC, 0);
+        rc = fd;
+    } else if (errno != EMFILE && errno != ENFILE) {
+        rc = -errno;
+    } else if (reserve_fd < 0 &&
+               (null_fd < 0 || (reserve_fd = fcntl(null_fd, F_DUPFD_CLOEXEC, 0)) < 0)) {
+        rc = -EMFILE;
+    } else {
+        close(reserve_fd);
+        reserve_fd = -1;
+        fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            if (l->busy_msg)
+                (void)send(fd, l->busy_msg, strlen(l->busy_msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (dup3(null_fd, fd, O_CLOEXEC) >= 0) {
+                reserve_fd = fd;
+            } else {
+                close(fd);
+                reserve_fd = fcntl(null_fd, F_DUPFD_CLOEXEC, 0);
+            }
+            l->shed++;
+            rc = 0;
+        } else {
+            rc = errno == EAGAIN ? -EAGAIN : -EMFILE;
+            reserve_fd = fcntl(null_fd, F_DUPFD_CLOEXEC, 0);
+        }
     }
-    l->spare_fd = open_spare();
-    return fd >= 0 ? 0 : -EMFILE;
+    pthread_mutex_unlock(&reserve_lock);
+    return rc;
 }
 
 static void on_backoff(tk_loop *loop, tk_timer *t)
@@ -113,16 +158,30 @@ static void on_acceptable(tk_loop *loop, tk_io *io, unsigned events)
     tk_listener *l = (tk_listener *)((char *)io - offsetof(tk_listener, io));
     for (int i = 0; i < TK_ACCEPT_BATCH; i++) {
         tk_addr peer;
-        peer.len = sizeof(peer.ss);
-        int fd =
-            accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd;
+        if (atomic_load_explicit(&exhausted, memory_order_relaxed)) {
+            fd = accept_exhausted(l, &peer);
+            if (fd == 0)
+                continue; /* shed one; look for more */
+            if (fd == -EAGAIN)
+                return;
+            if (fd == -EMFILE) {
+                pause_accepting(l);
+                return;
+            }
+        } else {
+            peer.len = sizeof(peer.ss);
+            fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                fd = -errno;
+        }
         if (fd >= 0) {
             l->accepted++;
             l->cb(l, fd, &peer, l->arg);
             continue;
         }
-        int err = errno;
-        switch (err) {
+        switch (-fd) {
         case EAGAIN: return;
         case EINTR:
         case ECONNABORTED:
@@ -130,18 +189,16 @@ static void on_acceptable(tk_loop *loop, tk_io *io, unsigned events)
         case EPERM: continue;
         case EMFILE:
         case ENFILE:
-            log_exhaustion(l, -err);
-            if (shed_one(l) == 0)
-                continue;
-            pause_accepting(l);
-            return;
+            log_exhaustion(l, fd);
+            atomic_store(&exhausted, 1);
+            continue; /* the next round sheds under the lock */
         case ENOBUFS:
         case ENOMEM:
-            log_exhaustion(l, -err);
+            log_exhaustion(l, fd);
             pause_accepting(l);
             return;
         default:
-            tk_error("accept: %s", strerror(err));
+            tk_error("accept: %s", strerror(-fd));
             pause_accepting(l);
             return;
         }
@@ -166,15 +223,13 @@ int tk_listener_start(tk_loop *loop, int fd, tk_accept_cb cb, void *arg, const c
     l->cb = cb;
     l->arg = arg;
     l->busy_msg = busy_msg;
-    l->spare_fd = open_spare();
+    reserve_init();
     tk_io_init(&l->io, fd, on_acceptable);
     tk_timer_init(&l->backoff, on_backoff);
     tk_defer_init(&l->release, release);
     int err = tk_io_set(loop, &l->io, TK_READ);
     if (err < 0) {
         close(fd);
-        if (l->spare_fd >= 0)
-            close(l->spare_fd);
         free(l);
         return err;
     }
@@ -189,8 +244,6 @@ void tk_listener_close(tk_listener *l)
     tk_io_stop(l->loop, &l->io);
     tk_timer_stop(l->loop, &l->backoff);
     close(l->io.fd);
-    if (l->spare_fd >= 0)
-        close(l->spare_fd);
     /* Events for this listener may still be queued in the current turn. */
     tk_defer_queue(l->loop, &l->release);
 }
