@@ -47,6 +47,10 @@ const tk_service_ops *tk_echo_ops(void);
  * accounting); call before the loops start. */
 void tk_echo_set_server(tk_echo *e, tk_server *s);
 
+/* The refusal sent to a client over the client limit, framed for the
+ * service's framing; pass it as tk_server_config's busy_msg. */
+const void *tk_echo_busy_message(const tk_echo *e, size_t *len);
+
 /* The service's counters. */
 tk_metrics *tk_echo_metrics(tk_echo *e);
 

@@ -28,10 +28,10 @@ typedef struct {
  * a negative errno. */
 int tk_listen_socket(const tk_addr *addr, const tk_listen_opts *o, int dual_stack);
 
-/* Starts accepting on fd (taken over) on loop. busy_msg, if not NULL, is sent
- * to clients shed while descriptors are exhausted. Returns 0 or -errno. */
-int tk_listener_start(tk_loop *loop, int fd, tk_accept_cb cb, void *arg, const char *busy_msg,
-                      tk_listener **out);
+/* Starts accepting on fd (taken over) on loop. busy[0..busy_len), if any, is
+ * sent to clients shed while descriptors are exhausted. Returns 0 or -errno. */
+int tk_listener_start(tk_loop *loop, int fd, tk_accept_cb cb, void *arg, const void *busy,
+                      size_t busy_len, tk_listener **out);
 
 /* Stops accepting and closes the socket; the listener is freed. */
 void tk_listener_close(tk_listener *l);

@@ -67,6 +67,8 @@ void tk_metrics_conn_rejected(tk_metrics_slot *s);
 void tk_metrics_bytes(tk_metrics_slot *s, uint64_t in, uint64_t out);
 void tk_metrics_messages(tk_metrics_slot *s, uint64_t count, uint64_t resp_us);
 
+void tk_metrics_messages_untimed(tk_metrics_slot *s, uint64_t count);
+
 /* Sums every slot into *out; safe from any thread. */
 void tk_metrics_read(tk_metrics *m, tk_metrics_snapshot *out);
 

@@ -27,6 +27,9 @@ typedef struct {
     void (*shutdown)(void *svc, unsigned loop_index);
     /* Called on loop i's thread when the shutdown deadline passes: close now. */
     void (*abort)(void *svc, unsigned loop_index);
+    /* Called on loop i's thread when a client is refused by the client limit
+     * (optional; for the service's counters). */
+    void (*rejected)(void *svc, unsigned loop_index);
 } tk_service_ops;
 
 #define TK_SERVER_MAX_LISTEN 16
@@ -37,7 +40,8 @@ typedef struct {
     int udp;
     int backlog;
     unsigned max_clients; /* 0: no limit */
-    const char *busy_msg; /* sent to a client over the limit, then closed */
+    const void *busy_msg; /* sent to a client over the limit, then closed */
+    size_t busy_len;
 } tk_server_config;
 
 /* Resolves and binds every listen address on every loop of w (port 0 is
@@ -57,7 +61,7 @@ void tk_server_release(tk_server *s, unsigned loop_index);
 /* Clients currently counted against the limit (all loops). */
 unsigned tk_server_active(const tk_server *s);
 
-/* Starts a graceful shutdown from any thread; done(arg) runs on main_loop
+/* Starts a graceful shutdown; call it on main_loop's thread. done(arg) runs on main_loop
  * once every loop reported done, or after timeout_ms with the service's abort
  * called on loops still busy. */
 void tk_server_shutdown(tk_server *s, tk_loop *main_loop, unsigned timeout_ms,

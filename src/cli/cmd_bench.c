@@ -164,8 +164,11 @@ static void print_text(const bench_opts *o, unsigned threads, const tk_bench_res
     double mb_out = r->elapsed_s > 0 ? (double)r->bytes_out / r->elapsed_s / 1e6 : 0.0;
     printf("target %s  connections %u  pipeline %u  size %zu B  duration %.1f s  threads %u\n",
            o->target, c->connections, c->pipeline, c->size, c->duration_ms / 1000.0, threads);
-    printf("requests %llu  errors %llu\n", (unsigned long long)r->requests,
+    printf("requests %llu  errors %llu", (unsigned long long)r->requests,
            (unsigned long long)r->errors);
+    if (r->errors > 0 && r->last_error < 0)
+        printf(" (last: %s)", strerror(-r->last_error));
+    printf("\n");
     printf("throughput %.0f req/s  (%.1f MB/s out)\n", r->rps, mb_out);
     printf("latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", r->p50_us / 1000.0,
            r->p99_us / 1000.0, r->p999_us / 1000.0, r->max_us / 1000.0);

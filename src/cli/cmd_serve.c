@@ -48,8 +48,8 @@ int cmd_serve(int argc, char **argv)
             char host[TK_HOST_MAX];
             int port;
             if (tk_addr_split(optarg, host, &port) < 0)
-                return opt_usage_error(o.cmd, "bad --echo-listen '%s' (HOST:PORT or :PORT)",
-                                       optarg);
+                return opt_usage_error(
+                    o.cmd, "bad --echo-listen '%s' (HOST:PORT, [IPv6]:PORT or :PORT)", optarg);
             if (o.server.nlisten == TK_SERVER_MAX_LISTEN)
                 return opt_usage_error(o.cmd, "too many --echo-listen addresses");
             o.server.listen[o.server.nlisten++] = optarg;

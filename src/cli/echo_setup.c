@@ -16,7 +16,6 @@ void echo_options_init(echo_options *o, const char *cmd)
     memset(o, 0, sizeof(*o));
     o->cmd = cmd;
     tk_echo_config_init(&o->echo);
-    o->server.busy_msg = "ERROR: server busy\n";
     o->threads = tk_cpu_count();
     o->shutdown_ms = 10 * 1000;
     /* Clients are probed after a minute of silence so dead peers go away
@@ -167,6 +166,7 @@ int echo_run(echo_options *o)
         tk_error("cannot create the echo service: %s", strerror(-rc));
         goto out;
     }
+    o->server.busy_msg = tk_echo_busy_message(echo, &o->server.busy_len);
     rc = tk_server_open(w, &o->server, tk_echo_ops(), echo, &server, err, sizeof(err));
     if (rc < 0) {
         tk_error("%s", err);

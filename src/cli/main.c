@@ -41,8 +41,17 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(name, commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(name, commands[i].name) != 0)
+            continue;
+        if (argc == 3 && strcmp(argv[2], "--version") == 0) {
+            printf("tcpkit %s\n", TK_VERSION);
+            return 0;
+        }
+        /* getopt names the program in its messages: make it "tcpkit CMD". */
+        static char prog[64];
+        snprintf(prog, sizeof(prog), "tcpkit %s", name);
+        argv[1] = prog;
+        return commands[i].run(argc - 1, argv + 1);
     }
     fprintf(stderr, "tcpkit: unknown command '%s'\n", name);
     usage(stderr);

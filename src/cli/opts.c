@@ -43,11 +43,8 @@ int opt_size(const char *s, size_t *out)
         default: return -EINVAL;
         }
         end++;
-        if (*end == 'i' || *end == 'B')
-            end++;
-        if (*end == 'B')
-            end++;
-        if (*end)
+        /* K, KB or KiB: all binary multiples. */
+        if (strcmp(end, "") != 0 && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0)
             return -EINVAL;
     }
     if (v > (SIZE_MAX >> shift))

@@ -175,6 +175,11 @@ void tk_metrics_messages(tk_metrics_slot *s, uint64_t count, uint64_t resp_us)
     bump(&s->hist[bucket_of(resp_us)], count);
 }
 
+void tk_metrics_messages_untimed(tk_metrics_slot *s, uint64_t count)
+{
+    bump(&s->messages, count);
+}
+
 void tk_metrics_read(tk_metrics *m, tk_metrics_snapshot *out)
 {
     memset(out, 0, sizeof(*out));

@@ -1,6 +1,7 @@
 /* Connections: buffered input, a chunked output queue flushed once per loop
  * turn, watermarks, timers and the close state machine. */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,9 @@
 #define TK_CHUNK_SIZE 4096
 /* Buffers handed to one sendmsg() call. */
 #define TK_IOV_MAX 64
+/* Standard-size chunks kept per thread for reuse, so a steady stream of
+ * replies allocates nothing while idle connections hold no chunk at all. */
+#define TK_CHUNK_CACHE 16
 
 enum {
     F_CLOSED = 1u << 0,       /* socket closed; memory goes once the turn ends */
@@ -40,6 +44,53 @@ typedef struct tk_chunk {
     size_t cap;        /* room in data[] */
     unsigned char data[];
 } tk_chunk;
+
+static __thread tk_chunk *chunk_cache[TK_CHUNK_CACHE];
+static __thread unsigned chunk_cached;
+
+#define TK_CHUNK_DATA (TK_CHUNK_SIZE - sizeof(tk_chunk))
+
+static tk_chunk *chunk_new(size_t cap)
+{
+    if (cap <= TK_CHUNK_DATA && chunk_cached > 0)
+        return chunk_cache[--chunk_cached];
+    tk_chunk *ch = malloc(sizeof(*ch) + (cap < TK_CHUNK_DATA ? TK_CHUNK_DATA : cap));
+    if (ch)
+        ch->cap = cap < TK_CHUNK_DATA ? TK_CHUNK_DATA : cap;
+    return ch;
+}
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static __thread int cache_registered;
+
+/* Frees a thread's cached chunks when the thread ends. */
+static void cache_drop(void *unused)
+{
+    (void)unused;
+    while (chunk_cached > 0)
+        free(chunk_cache[--chunk_cached]);
+}
+
+static void cache_key_create(void)
+{
+    (void)pthread_key_create(&cache_key, cache_drop);
+}
+
+static void chunk_free(tk_chunk *ch)
+{
+    tk_shared_unref(ch->shared);
+    if (!ch->shared && ch->cap == TK_CHUNK_DATA && chunk_cached < TK_CHUNK_CACHE) {
+        if (!cache_registered) {
+            pthread_once(&cache_once, cache_key_create);
+            (void)pthread_setspecific(cache_key, &cache_registered);
+            cache_registered = 1;
+        }
+        chunk_cache[chunk_cached++] = ch;
+        return;
+    }
+    free(ch);
+}
 
 struct tk_conn {
     tk_loop *loop;
@@ -253,8 +304,7 @@ static void free_output(tk_conn *c)
     tk_chunk *ch = c->out_head;
     while (ch) {
         tk_chunk *next = ch->next;
-        tk_shared_unref(ch->shared);
-        free(ch);
+        chunk_free(ch);
         ch = next;
     }
     c->out_head = c->out_tail = NULL;
@@ -313,8 +363,7 @@ static void release_sent(tk_conn *c, size_t n)
         c->out_head = ch->next;
         if (!c->out_head)
             c->out_tail = NULL;
-        tk_shared_unref(ch->shared);
-        free(ch);
+        chunk_free(ch);
     }
 }
 
@@ -409,10 +458,7 @@ unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
     tk_chunk *tail = c->out_tail;
     if (tail && !tail->shared && tail->cap - tail->len >= n)
         return tail->data + tail->len;
-    size_t cap = TK_CHUNK_SIZE - sizeof(tk_chunk);
-    if (n > cap)
-        cap = n;
-    tk_chunk *ch = malloc(sizeof(*ch) + cap);
+    tk_chunk *ch = chunk_new(n);
     if (!ch) {
         tk_conn_close(c, TK_CLOSE_ERROR, -ENOMEM);
         return NULL;
@@ -420,7 +466,6 @@ unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
     ch->next = NULL;
     ch->shared = NULL;
     ch->sent = ch->len = 0;
-    ch->cap = cap;
     if (tail)
         tail->next = ch;
     else
@@ -476,11 +521,11 @@ int tk_conn_write_shared(tk_conn *c, tk_shared *s)
         tk_conn_close(c, TK_CLOSE_ERROR, -ENOMEM);
         return -ENOMEM;
     }
+    ch->cap = 0;
     ch->next = NULL;
     ch->shared = tk_shared_ref(s);
     ch->sent = 0;
     ch->len = n;
-    ch->cap = 0;
     if (c->out_tail)
         c->out_tail->next = ch;
     else

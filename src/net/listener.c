@@ -28,7 +28,8 @@ struct tk_listener {
     tk_defer release; /* frees the listener once this loop turn is over */
     tk_accept_cb cb;
     void *arg;
-    const char *busy_msg;
+    const void *busy;
+    size_t busy_len;
     uint64_t last_exhaust_log;
     unsigned long accepted;
     unsigned long shed;
@@ -120,8 +121,8 @@ static int accept_exhausted(tk_listener *l, tk_addr *peer)
         reserve_fd = -1;
         fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            if (l->busy_msg)
-                (void)send(fd, l->busy_msg, strlen(l->busy_msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (l->busy_len)
+                (void)send(fd, l->busy, l->busy_len, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (dup3(null_fd, fd, O_CLOEXEC) >= 0) {
                 reserve_fd = fd;
             } else {
@@ -211,8 +212,8 @@ static void release(tk_loop *loop, tk_defer *d)
     free((char *)d - offsetof(tk_listener, release));
 }
 
-int tk_listener_start(tk_loop *loop, int fd, tk_accept_cb cb, void *arg, const char *busy_msg,
-                      tk_listener **out)
+int tk_listener_start(tk_loop *loop, int fd, tk_accept_cb cb, void *arg, const void *busy,
+                      size_t busy_len, tk_listener **out)
 {
     tk_listener *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -222,7 +223,8 @@ int tk_listener_start(tk_loop *loop, int fd, tk_accept_cb cb, void *arg, const c
     l->loop = loop;
     l->cb = cb;
     l->arg = arg;
-    l->busy_msg = busy_msg;
+    l->busy = busy;
+    l->busy_len = busy_len;
     reserve_init();
     tk_io_init(&l->io, fd, on_acceptable);
     tk_timer_init(&l->backoff, on_backoff);

@@ -14,6 +14,8 @@
 
 /* After the service's abort, how long to wait for its loops to report done. */
 #define TK_ABORT_GRACE_MS 1000
+/* Refusals are summarised in the log at most this often. */
+#define TK_REFUSAL_LOG_MS 1000
 /* How long a refused client has to read the busy message. */
 #define TK_REJECT_LINGER_MS 1000
 
@@ -23,6 +25,8 @@ typedef struct {
     tk_listener *listeners[TK_SERVER_MAX_LISTEN];
     size_t nlisteners;
     int done; /* main loop only */
+    uint64_t last_refusal_log;
+    unsigned long refused_unlogged;
 } srv_loop;
 
 struct tk_server {
@@ -57,7 +61,7 @@ static const tk_conn_handler reject_handler = {.on_data = reject_data};
 
 /* Tells an over-limit client why it is refused, then closes gracefully so the
  * message is not lost to a reset. */
-static void reject(tk_loop *loop, int fd, const char *msg)
+static void reject(tk_loop *loop, int fd, const void *msg, size_t len)
 {
     tk_conn_limits lim;
     tk_conn_limits_init(&lim);
@@ -66,9 +70,25 @@ static void reject(tk_loop *loop, int fd, const char *msg)
     tk_conn *c;
     if (tk_conn_new(loop, fd, &reject_handler, &lim, NULL, &c) < 0)
         return;
-    if (msg)
-        (void)tk_conn_write(c, msg, strlen(msg));
+    if (len)
+        (void)tk_conn_write(c, msg, len);
     tk_conn_close_after_flush(c, TK_CLOSE_LIMIT);
+}
+
+/* Refusals are logged at most once a second per loop, with a count, so a
+ * flood cannot flood the log. */
+static void refused(srv_loop *sl, const tk_addr *peer, unsigned active)
+{
+    uint64_t now = tk_loop_now(tk_workers_loop(sl->s->w, sl->index));
+    sl->refused_unlogged++;
+    if (sl->last_refusal_log && now - sl->last_refusal_log < TK_REFUSAL_LOG_MS)
+        return;
+    char who[TK_ADDR_STRLEN];
+    tk_info("refused %lu client(s) over --max-clients %u (%u active; latest %s)",
+            sl->refused_unlogged, sl->s->cfg.max_clients, active,
+            tk_addr_format(peer, who, sizeof(who)));
+    sl->last_refusal_log = now;
+    sl->refused_unlogged = 0;
 }
 
 static void on_accept(tk_listener *l, int fd, const tk_addr *peer, void *arg)
@@ -80,10 +100,10 @@ static void on_accept(tk_listener *l, int fd, const tk_addr *peer, void *arg)
         unsigned prev = atomic_fetch_add(&s->active, 1);
         if (prev >= s->cfg.max_clients) {
             atomic_fetch_sub(&s->active, 1);
-            char who[TK_ADDR_STRLEN];
-            tk_debug("refusing %s: %u clients (max-clients)",
-                     tk_addr_format(peer, who, sizeof(who)), prev);
-            reject(tk_workers_loop(s->w, sl->index), fd, s->cfg.busy_msg);
+            refused(sl, peer, prev);
+            reject(tk_workers_loop(s->w, sl->index), fd, s->cfg.busy_msg, s->cfg.busy_len);
+            if (s->ops->rejected)
+                s->ops->rejected(s->svc, sl->index);
             return;
         }
     } else {
@@ -115,7 +135,7 @@ static int bind_everywhere(tk_server *s, tk_addr *addr, int dual_stack, char *er
             continue;
         }
         srv_loop *sl = &s->loops[i];
-        int rc = tk_listener_start(loop, fd, on_accept, sl, s->cfg.busy_msg,
+        int rc = tk_listener_start(loop, fd, on_accept, sl, s->cfg.busy_msg, s->cfg.busy_len,
                                    &sl->listeners[sl->nlisteners]);
         if (rc < 0) {
             snprintf(err, errcap, "cannot watch listener: %s", strerror(-rc));

@@ -98,8 +98,12 @@ static size_t line_data(tk_conn *c, const unsigned char *data, size_t len)
 static void line_eof(tk_conn *c, const unsigned char *rest, size_t len)
 {
     echo_client *cl = tk_conn_data(c);
+    /* rest is shorter than max_line: longer input was answered with an error. */
     if (len && !cl->dec.discarding) {
-        line_request(cl, rest, len > cl->el->e->cfg.max_line ? 0 : len);
+        if (cl->el->e->cfg.framing == TK_ECHO_FRAMING_JSON)
+            echo_json_line(cl, rest, len);
+        else
+            line_request(cl, rest, len);
         echo_owe(cl, 1);
     }
     tk_conn_close_after_flush(c, TK_CLOSE_PEER);
@@ -163,10 +167,12 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
 {
     echo_client *cl = tk_conn_data(c);
     echo_loop *el = cl->el;
-    if (tk_log_enabled(TK_LOG_DEBUG)) {
+    /* Drops for a limit are worth an operator's attention; ordinary ends are not. */
+    tk_log_level lv = why == TK_CLOSE_LIMIT || why == TK_CLOSE_STALL ? TK_LOG_INFO : TK_LOG_DEBUG;
+    if (tk_log_enabled(lv)) {
         char who[TK_ADDR_STRLEN];
-        tk_debug("echo: closed %s (%s%s%s)", tk_addr_format(tk_conn_peer(c), who, sizeof(who)),
-                 tk_close_reason_name(why), err ? ": " : "", err ? strerror(-err) : "");
+        tk_log(lv, "echo: closed %s (%s%s%s)", tk_addr_format(tk_conn_peer(c), who, sizeof(who)),
+               tk_close_reason_name(why), err ? ": " : "", err ? strerror(-err) : "");
     }
     settle(cl);
     tk_metrics_conn_close(el->metrics, why);
@@ -183,7 +189,7 @@ static const tk_conn_handler line_handler = {
 static const tk_conn_handler length_handler = {
     .on_data = length_data, .on_sent = on_sent, .on_close = on_close};
 static const tk_conn_handler json_handler = {
-    .on_data = echo_json_data, .on_sent = on_sent, .on_close = on_close};
+    .on_data = echo_json_data, .on_eof = line_eof, .on_sent = on_sent, .on_close = on_close};
 
 static void write_banner(echo_client *cl)
 {
@@ -285,8 +291,46 @@ static void echo_abort(void *svc, unsigned index)
         tk_conn_close(cl->conn, TK_CLOSE_SHUTDOWN, 0);
 }
 
-static const tk_service_ops echo_ops = {
-    .accept = echo_accept, .shutdown = echo_shutdown, .abort = echo_abort};
+static void echo_rejected(void *svc, unsigned index)
+{
+    tk_echo *e = svc;
+    tk_metrics_conn_rejected(e->loops[index].metrics);
+}
+
+static const tk_service_ops echo_ops = {.accept = echo_accept,
+                                        .shutdown = echo_shutdown,
+                                        .abort = echo_abort,
+                                        .rejected = echo_rejected};
+
+/* "server busy" in the words of each framing. */
+static void build_busy(tk_echo *e)
+{
+    static const char text[] = "ERROR: server busy";
+    size_t n = sizeof(text) - 1;
+    switch (e->cfg.framing) {
+    case TK_ECHO_FRAMING_LENGTH:
+        tk_len_header(e->busy, (uint32_t)n);
+        memcpy(e->busy + TK_LEN_HEADER, text, n);
+        e->busy_len = TK_LEN_HEADER + n;
+        break;
+    case TK_ECHO_FRAMING_JSON:
+        e->busy_len = (size_t)snprintf((char *)e->busy, sizeof(e->busy),
+                                       "{\"type\":\"error\",\"payload\":{\"status\":\"error\","
+                                       "\"code\":\"busy\",\"message\":\"server busy\"}}\n");
+        break;
+    case TK_ECHO_FRAMING_LINE:
+        memcpy(e->busy, text, n);
+        e->busy[n] = '\n';
+        e->busy_len = n + 1;
+        break;
+    }
+}
+
+const void *tk_echo_busy_message(const tk_echo *e, size_t *len)
+{
+    *len = e->busy_len;
+    return e->busy;
+}
 
 const tk_service_ops *tk_echo_ops(void)
 {
@@ -310,6 +354,7 @@ int tk_echo_new(const tk_echo_config *c, tk_workers *w, tk_echo **out)
         free(e);
         return err;
     }
+    build_busy(e);
     tk_conn_limits_init(&e->limits);
     /* Input kept between reads is at most one unfinished request. */
     e->limits.max_input =

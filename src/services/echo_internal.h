@@ -38,6 +38,8 @@ struct tk_echo {
     tk_conn_limits limits;
     unsigned nloops;
     echo_loop *loops;
+    unsigned char busy[128]; /* the refusal, framed */
+    size_t busy_len;
 };
 
 /* The reply text notifying clients of a shutdown. */
@@ -53,6 +55,9 @@ size_t echo_format_time(char *buf, size_t cap);
 
 /* JSON-lines framing: the connection handler's on_data. */
 size_t echo_json_data(tk_conn *c, const unsigned char *data, size_t len);
+
+/* JSON-lines framing: answers one request line. */
+void echo_json_line(echo_client *cl, const unsigned char *line, size_t n);
 
 /* JSON-lines framing: one pushed notice {"type":name,"payload":{...message}}. */
 void echo_json_notice(tk_conn *c, const char *type, const char *message);

@@ -43,12 +43,16 @@ static json_t *stats_payload(tk_echo *e)
 {
     tk_metrics_snapshot s;
     tk_metrics_read(e->metrics, &s);
-    return json_pack(
+    json_t *p = json_pack(
         "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "status", "ok", "conns_total",
         (json_int_t)s.conns_total, "conns_active", (json_int_t)s.conns_active, "conns_rejected",
         (json_int_t)s.conns_rejected, "bytes_in", (json_int_t)s.bytes_in, "bytes_out",
         (json_int_t)s.bytes_out, "messages", (json_int_t)s.messages, "resp_avg_us", s.resp_avg_us,
         "resp_p50_us", (json_int_t)s.resp_p50_us, "resp_p99_us", (json_int_t)s.resp_p99_us);
+    json_object_set_new(p, "closed_idle", json_integer((json_int_t)s.closes[TK_CLOSE_IDLE]));
+    json_object_set_new(p, "closed_stall", json_integer((json_int_t)s.closes[TK_CLOSE_STALL]));
+    json_object_set_new(p, "closed_limit", json_integer((json_int_t)s.closes[TK_CLOSE_LIMIT]));
+    return p;
 }
 
 /* Applies a text command to payload.data; NULL when data is missing. */
@@ -76,7 +80,7 @@ static json_t *transform(tk_echo_cmd cmd, json_t *payload)
     return p;
 }
 
-static void json_request(echo_client *cl, const unsigned char *line, size_t n)
+void echo_json_line(echo_client *cl, const unsigned char *line, size_t n)
 {
     tk_conn *c = cl->conn;
     tk_json_request req;
@@ -94,8 +98,8 @@ static void json_request(echo_client *cl, const unsigned char *line, size_t n)
      * and expects {"type":"response","payload":{"status":"received","echo":...}}. */
     if (strcmp(req.type, "request") == 0) {
         json_t *data = req.payload ? json_object_get(req.payload, "data") : NULL;
-        json_t *p = json_pack("{s:s, s:O}", "status", "received", "echo",
-                              json_is_string(data) ? data : json_string(""));
+        json_t *p = json_pack("{s:s, s:o}", "status", "received", "echo",
+                              json_is_string(data) ? json_incref(data) : json_string(""));
         send_object(c, response("response", req.id, p));
         tk_json_request_free(&req);
         return;
@@ -156,7 +160,7 @@ size_t echo_json_data(tk_conn *c, const unsigned char *data, size_t len)
             snprintf(why, sizeof(why), "line longer than %zu bytes", cl->el->e->cfg.max_line);
             send_error(c, NULL, "too_long", why);
         } else if (n > 0) {
-            json_request(cl, line, n);
+            echo_json_line(cl, line, n);
         } else {
             answered--; /* blank lines between objects are ignored */
         }

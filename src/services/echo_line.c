@@ -60,9 +60,11 @@ static size_t stats_line(tk_echo *e, unsigned char *out, size_t cap)
         snprintf((char *)out, cap,
                  "STATS conns_total=%" PRIu64 " conns_active=%" PRIu64 " conns_rejected=%" PRIu64
                  " bytes_in=%" PRIu64 " bytes_out=%" PRIu64 " messages=%" PRIu64
-                 " resp_avg_us=%.1f resp_p50_us=%" PRIu64 " resp_p99_us=%" PRIu64 "\n",
+                 " resp_avg_us=%.1f resp_p50_us=%" PRIu64 " resp_p99_us=%" PRIu64
+                 " closed_idle=%" PRIu64 " closed_stall=%" PRIu64 " closed_limit=%" PRIu64 "\n",
                  s.conns_total, s.conns_active, s.conns_rejected, s.bytes_in, s.bytes_out,
-                 s.messages, s.resp_avg_us, s.resp_p50_us, s.resp_p99_us);
+                 s.messages, s.resp_avg_us, s.resp_p50_us, s.resp_p99_us, s.closes[TK_CLOSE_IDLE],
+                 s.closes[TK_CLOSE_STALL], s.closes[TK_CLOSE_LIMIT]);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 

@@ -20,7 +20,7 @@ typedef struct {
     struct sockaddr_storage peers[UDP_BATCH];
 } udp_batch;
 
-/* Requests up to UDP_SLOT - 1 bytes are answered; larger ones are dropped. */
+/* Requests up to UDP_SLOT bytes are answered; larger ones are dropped. */
 #define UDP_SLOT       2048
 #define UDP_REPLY_SLOT (4 * UDP_SLOT + 64)
 
@@ -74,7 +74,8 @@ static void on_datagrams(tk_loop *loop, tk_io *io, unsigned events)
     if (nout) {
         /* Replies that do not fit the socket buffer are dropped, as UDP allows. */
         (void)sendmmsg(io->fd, b.out, (unsigned)nout, MSG_DONTWAIT);
-        tk_metrics_messages(el->metrics, (uint64_t)nout, 0);
+        /* Counted, but not timed: a datagram has no queue to wait in. */
+        tk_metrics_messages_untimed(el->metrics, (uint64_t)nout);
     }
 }
 
