@@ -65,9 +65,11 @@ void tk_metrics_conn_open(tk_metrics_slot *s);
 void tk_metrics_conn_close(tk_metrics_slot *s, unsigned reason);
 void tk_metrics_conn_rejected(tk_metrics_slot *s);
 void tk_metrics_bytes(tk_metrics_slot *s, uint64_t in, uint64_t out);
-void tk_metrics_messages(tk_metrics_slot *s, uint64_t count, uint64_t resp_us);
-
-void tk_metrics_messages_untimed(tk_metrics_slot *s, uint64_t count);
+/* count requests answered (counted when answered, so a reader never sees a
+ * reply before its count). */
+void tk_metrics_messages(tk_metrics_slot *s, uint64_t count);
+/* count replies that waited resp_us from request read to reply sent. */
+void tk_metrics_response(tk_metrics_slot *s, uint64_t count, uint64_t resp_us);
 
 /* Sums every slot into *out; safe from any thread. */
 void tk_metrics_read(tk_metrics *m, tk_metrics_snapshot *out);

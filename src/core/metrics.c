@@ -168,16 +168,15 @@ void tk_metrics_bytes(tk_metrics_slot *s, uint64_t in, uint64_t out)
         bump(&s->bytes_out, out);
 }
 
-void tk_metrics_messages(tk_metrics_slot *s, uint64_t count, uint64_t resp_us)
+void tk_metrics_messages(tk_metrics_slot *s, uint64_t count)
 {
     bump(&s->messages, count);
-    bump(&s->resp_sum, resp_us * count);
-    bump(&s->hist[bucket_of(resp_us)], count);
 }
 
-void tk_metrics_messages_untimed(tk_metrics_slot *s, uint64_t count)
+void tk_metrics_response(tk_metrics_slot *s, uint64_t count, uint64_t resp_us)
 {
-    bump(&s->messages, count);
+    bump(&s->resp_sum, resp_us * count);
+    bump(&s->hist[bucket_of(resp_us)], count);
 }
 
 void tk_metrics_read(tk_metrics *m, tk_metrics_snapshot *out)

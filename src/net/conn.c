@@ -431,6 +431,17 @@ static void flush(tk_conn *c)
     update_interest(c);
 }
 
+/* True when flush() has something to do: bytes to send, or a FIN or a
+ * close waiting for the queue to drain. */
+static int flush_needed(const tk_conn *c)
+{
+    if (c->out_head)
+        return 1;
+    if ((c->flags & F_SHUT_WANTED) && !(c->flags & F_SHUT_DONE))
+        return 1;
+    return (c->flags & F_CLOSING) && !(c->flags & F_LINGER);
+}
+
 static void on_defer(tk_loop *loop, tk_defer *d)
 {
     (void)loop;
@@ -443,7 +454,8 @@ static void on_defer(tk_loop *loop, tk_defer *d)
         free(c);
         return;
     }
-    flush(c);
+    if (flush_needed(c))
+        flush(c);
 }
 
 unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
@@ -676,6 +688,12 @@ static void on_io(tk_loop *loop, tk_io *io, unsigned events)
         flush(c);
     if ((events & TK_READ) && !(c->flags & F_CLOSED))
         do_read(c, TK_READ_BUDGET);
+    if (c->flags & F_CLOSED)
+        return;
+    /* Replies to what was just read go out now, in one call, while they are
+     * hot; the deferred pass still covers writes made from anywhere else. */
+    if (c->out_head && !(c->flags & F_WANT_WRITE))
+        flush(c);
     if (c->flags & F_CLOSED)
         return;
     /* A hang-up we could not act on (input paused or finished, nothing to

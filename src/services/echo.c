@@ -31,6 +31,7 @@ void echo_owe(echo_client *cl, uint64_t n)
     if (cl->owed == 0)
         cl->owed_since_us = tk_conn_read_time_us(cl->conn);
     cl->owed += n;
+    tk_metrics_messages(cl->el->metrics, n);
 }
 
 /* Replies reached the kernel: record how long their requests waited. */
@@ -40,7 +41,7 @@ static void settle(echo_client *cl)
         return;
     uint64_t now = tk_clock_us();
     uint64_t waited = now > cl->owed_since_us ? now - cl->owed_since_us : 0;
-    tk_metrics_messages(cl->el->metrics, cl->owed, waited);
+    tk_metrics_response(cl->el->metrics, cl->owed, waited);
     cl->owed = 0;
 }
 

@@ -75,7 +75,7 @@ static void on_datagrams(tk_loop *loop, tk_io *io, unsigned events)
         /* Replies that do not fit the socket buffer are dropped, as UDP allows. */
         (void)sendmmsg(io->fd, b.out, (unsigned)nout, MSG_DONTWAIT);
         /* Counted, but not timed: a datagram has no queue to wait in. */
-        tk_metrics_messages_untimed(el->metrics, (uint64_t)nout);
+        tk_metrics_messages(el->metrics, (uint64_t)nout);
     }
 }
 

@@ -152,8 +152,10 @@ static void read_sums_all_slots(void **state)
     tk_metrics_conn_close(s2, 3);
     tk_metrics_bytes(s1, 100, 200);
     tk_metrics_bytes(s2, 1, 2);
-    tk_metrics_messages(s1, 60, 100);
-    tk_metrics_messages(s2, 40, 1000);
+    tk_metrics_messages(s1, 60);
+    tk_metrics_response(s1, 60, 100);
+    tk_metrics_messages(s2, 40);
+    tk_metrics_response(s2, 40, 1000);
     tk_metrics_snapshot snap;
     tk_metrics_read(m, &snap);
     assert_int_equal(snap.conns_total, 3);
@@ -180,7 +182,8 @@ static void *writer(void *p)
     writer_arg *w = p;
     for (int i = 0; i < 100000; i++) {
         tk_metrics_bytes(w->slot, 1, 2);
-        tk_metrics_messages(w->slot, 1, 50);
+        tk_metrics_messages(w->slot, 1);
+        tk_metrics_response(w->slot, 1, 50);
     }
     return NULL;
 }

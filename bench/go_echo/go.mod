@@ -1,0 +1,3 @@
+module tcpkit/bench/go_echo
+
+go 1.19
