@@ -16,7 +16,9 @@ typedef struct tk_dial tk_dial;
 typedef void (*tk_dial_cb)(tk_loop *loop, int fd, int err, void *arg);
 
 /* Starts connecting to addrs[0..n) within timeout_ms in total (0: no limit).
- * Returns 0 (cb will be called) or a negative errno (it will not). */
+ * Returns 0 (cb will be called, always later from the loop, never inside
+ * this call) or a negative errno (it will not). The handle in *out is valid
+ * until the callback has run or tk_dial_cancel() was called. */
 int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeout_ms, tk_dial_cb cb,
                   void *arg, tk_dial **out);
 

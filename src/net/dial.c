@@ -13,7 +13,8 @@ struct tk_dial {
     tk_loop *loop;
     tk_io io;
     tk_timer deadline;
-    tk_defer release;
+    tk_defer kick;    /* starts the first attempt from the loop */
+    tk_defer release; /* frees the dial once its turn is over */
     tk_dial_cb cb;
     void *arg;
     size_t next; /* index of the next address to try */
@@ -91,6 +92,14 @@ static void on_deadline(tk_loop *loop, tk_timer *t)
     finish(d, -1, -ETIMEDOUT);
 }
 
+static void on_kick(tk_loop *loop, tk_defer *df)
+{
+    (void)loop;
+    tk_dial *d = (tk_dial *)((char *)df - offsetof(tk_dial, kick));
+    if (!d->done)
+        try_next(d);
+}
+
 static void release(tk_loop *loop, tk_defer *df)
 {
     (void)loop;
@@ -112,6 +121,7 @@ int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeou
     memcpy(d->addrs, addrs, n * sizeof(tk_addr));
     tk_io_init(&d->io, -1, on_writable);
     tk_timer_init(&d->deadline, on_deadline);
+    tk_defer_init(&d->kick, on_kick);
     tk_defer_init(&d->release, release);
     if (timeout_ms && tk_timer_start(loop, &d->deadline, timeout_ms) < 0) {
         free(d);
@@ -119,7 +129,9 @@ int tk_dial_start(tk_loop *loop, const tk_addr *addrs, size_t n, uint32_t timeou
     }
     if (out)
         *out = d;
-    try_next(d);
+    /* The first attempt starts from the loop, so the callback never runs
+     * inside this call and the handle stays valid until it does. */
+    tk_defer_queue(loop, &d->kick);
     return 0;
 }
 
