@@ -386,8 +386,14 @@ static void flush(tk_conn *c)
             total += iov[n].iov_len;
             n++;
         }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w;
+        if (n == 1) {
+            /* The usual case, one chunk: send() spares the kernel a msghdr. */
+            w = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } else {
+            struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+            w = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
         if (w < 0) {
             if (errno == EINTR)
                 continue;
