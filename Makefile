@@ -36,10 +36,11 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 
 .PHONY: all deps serve test unit e2e fuzz fuzz-build bench install uninstall clean format check-format
 
-all: $(BUILD)/tcpkit $(BUILD)/libtcpkit.a $(BUILD)/tcpkit.pc
+all: $(BUILD)/tcpkit $(BUILD)/libtcpkit.a $(BUILD)/tcpkit.pc $(EXAMPLE_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -59,6 +60,11 @@ $(BUILD)/tcpkit.pc: tcpkit.pc.in Makefile
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtcpkit.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libtcpkit.a $(LDLIBS) -lcmocka
+
+# Examples build against the library exactly as a user's program would.
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libtcpkit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libtcpkit.a $(LDLIBS)
 
 deps:
 	@scripts/deps.sh build

@@ -1,0 +1,20 @@
+/* Everything in libtcpkit: include this one header, or only the parts you use. */
+#ifndef TCPKIT_TCPKIT_H
+#define TCPKIT_TCPKIT_H
+
+#include "tcpkit/addr.h"
+#include "tcpkit/buf.h"
+#include "tcpkit/codec.h"
+#include "tcpkit/conn.h"
+#include "tcpkit/dial.h"
+#include "tcpkit/echo.h"
+#include "tcpkit/listener.h"
+#include "tcpkit/log.h"
+#include "tcpkit/loop.h"
+#include "tcpkit/metrics.h"
+#include "tcpkit/server.h"
+#include "tcpkit/sock.h"
+#include "tcpkit/text.h"
+#include "tcpkit/workers.h"
+
+#endif
