@@ -19,7 +19,7 @@ static const char usage_text[] =
     "      --echo-listen ADDR    where the echo service listens (repeatable)\n"
     "  -t, --threads N           event loops, one per thread (default: CPU count)\n"
     "      --max-clients N       clients served at once per service (default: no limit)\n"
-    "      --idle-timeout SECS   close clients silent this long (default 300)\n"
+    "      --idle-timeout SECS   close clients silent this long (default 300, 0: never)\n"
     "      --shutdown-timeout SECS  time given to finish on SIGTERM (default 10)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
     "      --log-format FORMAT   text (default) or json\n"

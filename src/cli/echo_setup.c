@@ -125,7 +125,7 @@ int echo_option(echo_options *o, int ch, const char *arg)
     case OPT_SNDBUF:
     case OPT_RCVBUF:
         if (opt_size(arg, &sz) < 0 || sz == 0 || sz > (64u << 20))
-            return opt_usage_error(o->cmd, "bad buffer size '%s' (up to 64M)", arg);
+            return opt_usage_error(o->cmd, "bad buffer size '%s' (1 byte to 64M)", arg);
         if (ch == OPT_SNDBUF)
             e->sockopts.sndbuf = (int)sz;
         else

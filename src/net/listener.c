@@ -67,7 +67,7 @@ int tk_listen_socket(const tk_addr *addr, const tk_listen_opts *o, int dual_stac
  * reserved descriptor (a /dev/null handle) and, while any listener has seen
  * EMFILE/ENFILE, every accept goes through one lock. Inside it the reserve is
  * given up, the waiting client accepted, told it is refused, and its
- * descriptor number turned back into the reserve with dup2(), which closes
+ * descriptor number turned back into the reserve with dup3(), which closes
  * the client and re-takes the number in one step: no other thread can slip
  * into the gap and leave a listener without a reserve. */
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;

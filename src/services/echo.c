@@ -99,7 +99,10 @@ static size_t line_data(tk_conn *c, const unsigned char *data, size_t len)
 static void line_eof(tk_conn *c, const unsigned char *rest, size_t len)
 {
     echo_client *cl = tk_conn_data(c);
-    /* rest is shorter than max_line: longer input was answered with an error. */
+    /* rest is shorter than max_line: longer input was answered with an error.
+     * Like a terminated line, it loses a trailing '\r'. */
+    if (len && rest[len - 1] == '\r')
+        len--;
     if (len && !cl->dec.discarding) {
         if (cl->el->e->cfg.framing == TK_ECHO_FRAMING_JSON)
             echo_json_line(cl, rest, len);

@@ -76,3 +76,12 @@ def test_length_busy_frame_header_matches_payload(server_factory):
     header = second.recv_exact(4)
     (n,) = struct.unpack(">I", header)
     assert second.recv_exact(n) == b"ERROR: server busy"
+
+
+def test_unterminated_last_line_drops_its_carriage_return(server_factory):
+    srv = server_factory(LISTEN)
+    c = srv.connect()
+    c.send(b"abc\r")  # telnet-style line end without the newline, then EOF
+    c.shutdown_write()
+    assert c.recv_line() == b"ECHO: abc\n"
+    c.expect_eof()
