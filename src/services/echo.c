@@ -73,9 +73,11 @@ static void line_too_long(echo_client *cl)
     (void)tk_conn_write(cl->conn, msg, (size_t)n);
 }
 
+/* Answers every complete line in data, for the line and JSON framings. */
 static size_t line_data(tk_conn *c, const unsigned char *data, size_t len)
 {
     echo_client *cl = tk_conn_data(c);
+    int json = cl->el->e->cfg.framing == TK_ECHO_FRAMING_JSON;
     size_t off = 0;
     uint64_t answered = 0;
     while (off < len && !tk_conn_closing(c)) {
@@ -85,11 +87,18 @@ static size_t line_data(tk_conn *c, const unsigned char *data, size_t len)
         off += used;
         if (st == TK_CODEC_NEED)
             break;
-        answered++;
-        if (st == TK_CODEC_TOO_LONG)
-            line_too_long(cl);
-        else
+        if (st == TK_CODEC_TOO_LONG) {
+            if (json)
+                echo_json_too_long(cl);
+            else
+                line_too_long(cl);
+            answered++;
+        } else if (json) {
+            answered += (uint64_t)echo_json_line(cl, line, n);
+        } else {
             line_request(cl, line, n);
+            answered++;
+        }
     }
     echo_owe(cl, answered);
     return off;
@@ -104,11 +113,12 @@ static void line_eof(tk_conn *c, const unsigned char *rest, size_t len)
     if (len && rest[len - 1] == '\r')
         len--;
     if (len && !cl->dec.discarding) {
+        uint64_t answered = 1;
         if (cl->el->e->cfg.framing == TK_ECHO_FRAMING_JSON)
-            echo_json_line(cl, rest, len);
+            answered = (uint64_t)echo_json_line(cl, rest, len);
         else
             line_request(cl, rest, len);
-        echo_owe(cl, 1);
+        echo_owe(cl, answered);
     }
     tk_conn_close_after_flush(c, TK_CLOSE_PEER);
 }
@@ -193,7 +203,7 @@ static const tk_conn_handler line_handler = {
 static const tk_conn_handler length_handler = {
     .on_data = length_data, .on_sent = on_sent, .on_close = on_close};
 static const tk_conn_handler json_handler = {
-    .on_data = echo_json_data, .on_eof = line_eof, .on_sent = on_sent, .on_close = on_close};
+    .on_data = line_data, .on_eof = line_eof, .on_sent = on_sent, .on_close = on_close};
 
 static void write_banner(echo_client *cl)
 {

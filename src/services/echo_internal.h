@@ -53,11 +53,12 @@ void echo_owe(echo_client *cl, uint64_t n);
 /* The RFC 3339 UTC time with milliseconds; buf needs 32 bytes. */
 size_t echo_format_time(char *buf, size_t cap);
 
-/* JSON-lines framing: the connection handler's on_data. */
-size_t echo_json_data(tk_conn *c, const unsigned char *data, size_t len);
+/* JSON-lines framing: answers one request line; returns 0 for a blank line,
+ * which is ignored, and 1 otherwise. */
+int echo_json_line(echo_client *cl, const unsigned char *line, size_t n);
 
-/* JSON-lines framing: answers one request line. */
-void echo_json_line(echo_client *cl, const unsigned char *line, size_t n);
+/* JSON-lines framing: the error for a line over --max-line. */
+void echo_json_too_long(echo_client *cl);
 
 /* JSON-lines framing: one pushed notice {"type":name,"payload":{...message}}. */
 void echo_json_notice(tk_conn *c, const char *type, const char *message);

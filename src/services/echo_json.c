@@ -80,19 +80,21 @@ static json_t *transform(tk_echo_cmd cmd, json_t *payload)
     return p;
 }
 
-void echo_json_line(echo_client *cl, const unsigned char *line, size_t n)
+int echo_json_line(echo_client *cl, const unsigned char *line, size_t n)
 {
+    if (n == 0)
+        return 0; /* blank lines between objects are ignored */
     tk_conn *c = cl->conn;
     tk_json_request req;
     char why[160];
     int rc = tk_json_decode_request(line, n, &req, why, sizeof(why));
     if (rc == TK_JSON_BAD_JSON) {
         send_error(c, NULL, "bad_json", why);
-        return;
+        return 1;
     }
     if (rc < 0) {
         send_error(c, NULL, "bad_request", why);
-        return;
+        return 1;
     }
     /* The seeds' generic JSON client sends {"type":"request","payload":{"data":...}}
      * and expects {"type":"response","payload":{"status":"received","echo":...}}. */
@@ -102,7 +104,7 @@ void echo_json_line(echo_client *cl, const unsigned char *line, size_t n)
                               json_is_string(data) ? json_incref(data) : json_string(""));
         send_object(c, response("response", req.id, p));
         tk_json_request_free(&req);
-        return;
+        return 1;
     }
     tk_echo_cmd cmd = tk_echo_cmd_by_name(req.type, strlen(req.type));
     json_t *p = NULL;
@@ -140,31 +142,12 @@ void echo_json_line(echo_client *cl, const unsigned char *line, size_t n)
         break;
     }
     tk_json_request_free(&req);
+    return 1;
 }
 
-size_t echo_json_data(tk_conn *c, const unsigned char *data, size_t len)
+void echo_json_too_long(echo_client *cl)
 {
-    echo_client *cl = tk_conn_data(c);
-    size_t off = 0;
-    uint64_t answered = 0;
-    while (off < len && !tk_conn_closing(c)) {
-        const unsigned char *line;
-        size_t n, used;
-        tk_codec_status st = tk_line_next(&cl->dec, data + off, len - off, &line, &n, &used);
-        off += used;
-        if (st == TK_CODEC_NEED)
-            break;
-        answered++;
-        if (st == TK_CODEC_TOO_LONG) {
-            char why[80];
-            snprintf(why, sizeof(why), "line longer than %zu bytes", cl->el->e->cfg.max_line);
-            send_error(c, NULL, "too_long", why);
-        } else if (n > 0) {
-            echo_json_line(cl, line, n);
-        } else {
-            answered--; /* blank lines between objects are ignored */
-        }
-    }
-    echo_owe(cl, answered);
-    return off;
+    char why[80];
+    snprintf(why, sizeof(why), "line longer than %zu bytes", cl->el->e->cfg.max_line);
+    send_error(cl->conn, NULL, "too_long", why);
 }
