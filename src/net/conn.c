@@ -349,10 +349,13 @@ static void after_drained(tk_conn *c)
     arm_timer(c);
 }
 
+/* Drops n sent bytes from the front of the queue, and with them every chunk
+ * that is now fully sent, including empty ones (space reserved and never
+ * committed), which would otherwise sit at the head forever. */
 static void release_sent(tk_conn *c, size_t n)
 {
     c->out_bytes -= n;
-    while (n) {
+    while (c->out_head) {
         tk_chunk *ch = c->out_head;
         size_t left = ch->len - ch->sent;
         if (n < left) {
@@ -385,6 +388,10 @@ static void flush(tk_conn *c)
             iov[n].iov_len = ch->len - ch->sent;
             total += iov[n].iov_len;
             n++;
+        }
+        if (total == 0) {
+            release_sent(c, 0); /* only empty chunks: nothing to send */
+            continue;
         }
         ssize_t w;
         if (n == 1) {
