@@ -29,6 +29,7 @@ struct echo_loop {
     int shutting_down;
     int udp_fd;
     tk_io udp_io;
+    struct echo_udp *udp; /* datagram buffers, only on a UDP server */
 };
 
 struct tk_echo {
