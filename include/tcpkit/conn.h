@@ -120,7 +120,9 @@ void tk_conn_close(tk_conn *c, tk_close_reason why, int err);
 /* True once a close (immediate or after flush) has begun. */
 int tk_conn_closing(const tk_conn *c);
 
-/* Stops or restarts delivering input (independent of backpressure pauses). */
+/* Stops or restarts delivering input (independent of backpressure pauses).
+ * On resume, input received but not consumed before the pause is offered to
+ * on_data again from the loop, without waiting for more bytes. */
 void tk_conn_pause_read(tk_conn *c);
 void tk_conn_resume_read(tk_conn *c);
 

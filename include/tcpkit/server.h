@@ -39,6 +39,7 @@ typedef struct {
     size_t nlisten;
     int udp;
     int backlog;
+    unsigned loops;       /* serve on the first N loops of the pool only; 0: all */
     unsigned max_clients; /* 0: no limit */
     const void *busy_msg; /* sent to a client over the limit, then closed */
     size_t busy_len;

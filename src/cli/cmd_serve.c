@@ -1,67 +1,127 @@
-/* tcpkit serve: the main job, every service with its default settings. For
- * now that is the echo service on 127.0.0.1:8080. */
+/* tcpkit serve: the main job, every service with its default settings in one
+ * process: echo on 127.0.0.1:8080 and chat on 127.0.0.1:8081. Echo uses
+ * every loop of the pool; chat keeps its state on loop 0. */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "cli/chat_setup.h"
 #include "cli/commands.h"
 #include "cli/echo_setup.h"
 #include "cli/opts.h"
+#include "cli/run.h"
 #include "tcpkit/addr.h"
+#include "tcpkit/log.h"
 
-enum { OPT_ECHO_LISTEN = 2000 };
+enum { OPT_ECHO_LISTEN = 2000, OPT_CHAT_LISTEN, OPT_CHAT_DB, OPT_CHAT_EPHEMERAL };
 
 static const char usage_text[] =
     "usage: tcpkit serve [OPTIONS]\n"
     "\n"
     "Runs tcpkit's services in one process with sensible defaults:\n"
     "  echo   127.0.0.1:8080   line protocol with commands (see 'tcpkit echo-server')\n"
+    "  chat   127.0.0.1:8081   rooms, private messages, history (see 'tcpkit chat-server')\n"
     "\n"
     "      --echo-listen ADDR    where the echo service listens (repeatable)\n"
+    "      --chat-listen ADDR    where the chat service listens (repeatable)\n"
+    "      --chat-db PATH        chat history and accounts (default\n"
+    "                            $XDG_STATE_HOME/tcpkit/chat.db or ~/.local/state/tcpkit/chat.db)\n"
+    "      --chat-ephemeral      keep chat history and accounts in memory only\n"
     "  -t, --threads N           event loops, one per thread (default: CPU count)\n"
-    "      --max-clients N       clients served at once per service (default: no limit)\n"
-    "      --idle-timeout SECS   close clients silent this long (default 300, 0: never)\n"
+    "      --max-clients N       echo clients served at once (default: no limit)\n"
+    "      --idle-timeout SECS   close echo clients silent this long (default 300, 0: never)\n"
     "      --shutdown-timeout SECS  time given to finish on SIGTERM (default 10)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
     "      --log-format FORMAT   text (default) or json\n"
     "  -h, --help                this help\n"
     "\n"
-    "Every echo-server option is accepted too and applies to the echo service.\n";
+    "Every echo-server option is accepted too and applies to the echo service;\n"
+    "the chat service runs with chat-server's defaults.\n";
+
+static int add_listen(const char *cmd, tk_server_config *cfg, const char *flag, const char *arg)
+{
+    char host[TK_HOST_MAX];
+    int port;
+    if (tk_addr_split(arg, host, &port) < 0)
+        return opt_usage_error(cmd, "bad %s '%s' (HOST:PORT, [IPv6]:PORT or :PORT)", flag, arg);
+    if (cfg->nlisten == TK_SERVER_MAX_LISTEN)
+        return opt_usage_error(cmd, "too many %s addresses", flag);
+    cfg->listen[cfg->nlisten++] = arg;
+    return 0;
+}
 
 int cmd_serve(int argc, char **argv)
 {
     echo_options o;
+    chat_options co;
     echo_options_init(&o, "serve");
+    chat_options_init(&co, "serve");
     static const struct option longopts[] = {
         ECHO_LONGOPTS,
         {"echo-listen", required_argument, NULL, OPT_ECHO_LISTEN},
+        {"chat-listen", required_argument, NULL, OPT_CHAT_LISTEN},
+        {"chat-db", required_argument, NULL, OPT_CHAT_DB},
+        {"chat-ephemeral", no_argument, NULL, OPT_CHAT_EPHEMERAL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "t:h", longopts, NULL)) != -1) {
-        if (ch == 'h') {
-            fputs(usage_text, stdout);
-            return 0;
+        switch (ch) {
+        case 'h': fputs(usage_text, stdout); return 0;
+        case OPT_ECHO_LISTEN: rc = add_listen(o.cmd, &o.server, "--echo-listen", optarg); break;
+        case OPT_CHAT_LISTEN: rc = add_listen(o.cmd, &co.server, "--chat-listen", optarg); break;
+        case OPT_CHAT_DB:
+            co.chat.db_path = optarg;
+            rc = 0;
+            break;
+        case OPT_CHAT_EPHEMERAL:
+            co.ephemeral = 1;
+            rc = 0;
+            break;
+        default: rc = echo_option(&o, ch, optarg); break;
         }
-        if (ch == OPT_ECHO_LISTEN) {
-            char host[TK_HOST_MAX];
-            int port;
-            if (tk_addr_split(optarg, host, &port) < 0)
-                return opt_usage_error(
-                    o.cmd, "bad --echo-listen '%s' (HOST:PORT, [IPv6]:PORT or :PORT)", optarg);
-            if (o.server.nlisten == TK_SERVER_MAX_LISTEN)
-                return opt_usage_error(o.cmd, "too many --echo-listen addresses");
-            o.server.listen[o.server.nlisten++] = optarg;
-            continue;
-        }
-        int rc = echo_option(&o, ch, optarg);
         if (rc)
             return rc;
     }
     if (optind < argc)
         return opt_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
+    if (o.server.udp)
+        return opt_usage_error(o.cmd, "--udp is for 'tcpkit echo-server'");
+    if (co.ephemeral && co.chat.db_path)
+        return opt_usage_error(o.cmd, "--chat-db and --chat-ephemeral exclude each other");
     if (o.server.nlisten == 0)
         o.server.listen[o.server.nlisten++] = "127.0.0.1:8080";
-    return echo_run(&o);
+    if (co.server.nlisten == 0)
+        co.server.listen[co.server.nlisten++] = "127.0.0.1:8081";
+    rc = opt_logging(o.cmd, o.log_level, o.log_format);
+    if (rc)
+        return rc;
+    if (chat_options_finish(&co))
+        return 1;
+    co.shutdown_ms = o.shutdown_ms;
+
+    tk_workers *w = NULL;
+    rc = tk_workers_new(o.threads, &w);
+    if (rc < 0) {
+        tk_error("cannot create %u event loops: %s", o.threads, strerror(-rc));
+        return 1;
+    }
+    tk_echo *echo = NULL;
+    tk_chat *chat = NULL;
+    run_entry entries[2];
+    int status = 1;
+    if (echo_build(&o, w, &echo, &entries[0].server) == 0 &&
+        chat_build(&co, w, &chat, &entries[1].server) == 0) {
+        entries[0].label = "echo";
+        entries[1].label = "chat";
+        status = run_servers(w, entries, 2, o.shutdown_ms);
+    } else if (echo) {
+        tk_server_free(entries[0].server);
+    }
+    tk_chat_free(chat);
+    tk_echo_free(echo);
+    tk_workers_free(w);
+    return status;
 }

@@ -26,32 +26,6 @@ void echo_options_init(echo_options *o, const char *cmd)
     o->echo.sockopts.ka_count = 6;
 }
 
-static int parse_keepalive(echo_options *o, const char *arg)
-{
-    unsigned long v[3] = {0, 0, 0};
-    char copy[64];
-    if (strlen(arg) >= sizeof(copy))
-        return -EINVAL;
-    strcpy(copy, arg);
-    char *save = NULL;
-    int i = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (i == 3 || opt_uint(tok, 0, 86400, &v[i]) < 0)
-            return -EINVAL;
-        i++;
-    }
-    if (i == 0)
-        return -EINVAL;
-    tk_sockopts *s = &o->echo.sockopts;
-    s->keepalive = v[0] > 0;
-    s->ka_idle_s = (int)v[0];
-    if (i > 1)
-        s->ka_intvl_s = (int)v[1];
-    if (i > 2)
-        s->ka_count = (int)v[2];
-    return 0;
-}
-
 int echo_option(echo_options *o, int ch, const char *arg)
 {
     tk_echo_config *e = &o->echo;
@@ -114,7 +88,7 @@ int echo_option(echo_options *o, int ch, const char *arg)
         return 0;
     case OPT_NO_NODELAY: e->sockopts.nodelay = 0; return 0;
     case OPT_KEEPALIVE:
-        if (parse_keepalive(o, arg) < 0)
+        if (opt_keepalive(arg, &o->echo.sockopts) < 0)
             return opt_usage_error(o->cmd, "bad --keepalive '%s' (IDLE[,INTVL[,COUNT]])", arg);
         return 0;
     case OPT_LINGER:
@@ -145,6 +119,27 @@ int echo_option(echo_options *o, int ch, const char *arg)
     }
 }
 
+int echo_build(echo_options *o, tk_workers *w, tk_echo **echo, tk_server **server)
+{
+    char err[256] = "";
+    int rc = tk_echo_new(&o->echo, w, echo);
+    if (rc < 0) {
+        tk_error("cannot create the echo service: %s", strerror(-rc));
+        *echo = NULL;
+        return 1;
+    }
+    o->server.busy_msg = tk_echo_busy_message(*echo, &o->server.busy_len);
+    rc = tk_server_open(w, &o->server, tk_echo_ops(), *echo, server, err, sizeof(err));
+    if (rc < 0) {
+        tk_error("%s", err);
+        tk_echo_free(*echo);
+        *echo = NULL;
+        return 1;
+    }
+    tk_echo_set_server(*echo, *server);
+    return 0;
+}
+
 int echo_run(echo_options *o)
 {
     int rc = opt_logging(o->cmd, o->log_level, o->log_format);
@@ -153,7 +148,6 @@ int echo_run(echo_options *o)
     tk_workers *w = NULL;
     tk_echo *echo = NULL;
     tk_server *server = NULL;
-    char err[256] = "";
     int status = 1;
 
     rc = tk_workers_new(o->threads, &w);
@@ -161,21 +155,10 @@ int echo_run(echo_options *o)
         tk_error("cannot create %u event loops: %s", o->threads, strerror(-rc));
         return 1;
     }
-    rc = tk_echo_new(&o->echo, w, &echo);
-    if (rc < 0) {
-        tk_error("cannot create the echo service: %s", strerror(-rc));
-        goto out;
+    if (echo_build(o, w, &echo, &server) == 0) {
+        run_entry entry = {server, o->server.udp ? "echo, udp" : "echo"};
+        status = run_servers(w, &entry, 1, o->shutdown_ms);
     }
-    o->server.busy_msg = tk_echo_busy_message(echo, &o->server.busy_len);
-    rc = tk_server_open(w, &o->server, tk_echo_ops(), echo, &server, err, sizeof(err));
-    if (rc < 0) {
-        tk_error("%s", err);
-        goto out;
-    }
-    tk_echo_set_server(echo, server);
-    run_entry entry = {server, o->server.udp ? "echo, udp" : "echo"};
-    status = run_servers(w, &entry, 1, o->shutdown_ms);
-out:
     tk_echo_free(echo);
     tk_workers_free(w);
     return status;

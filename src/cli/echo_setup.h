@@ -8,6 +8,7 @@
 
 #include "tcpkit/echo.h"
 #include "tcpkit/server.h"
+#include "tcpkit/workers.h"
 
 enum {
     OPT_FRAMING = 1000,
@@ -71,6 +72,10 @@ void echo_options_init(echo_options *o, const char *cmd);
 /* Applies one parsed option; 0, or 2 after printing a usage error, or -1 if
  * ch is not an echo option. */
 int echo_option(echo_options *o, int ch, const char *arg);
+
+/* Creates the echo service on w and its server. 0, or 1 after logging the
+ * error (nothing is left to free then). */
+int echo_build(echo_options *o, tk_workers *w, tk_echo **echo, tk_server **server);
 
 /* Builds the workers, service and server, and runs them until a signal.
  * Returns the exit status. */

@@ -104,3 +104,28 @@ int opt_logging(const char *cmd, const char *level, const char *format)
     tk_log_configure(lv, fmt, 2);
     return 0;
 }
+
+int opt_keepalive(const char *arg, tk_sockopts *s)
+{
+    unsigned long v[3] = {0, 0, 0};
+    char copy[64];
+    if (strlen(arg) >= sizeof(copy))
+        return -EINVAL;
+    strcpy(copy, arg);
+    char *save = NULL;
+    int i = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (i == 3 || opt_uint(tok, 0, 86400, &v[i]) < 0)
+            return -EINVAL;
+        i++;
+    }
+    if (i == 0)
+        return -EINVAL;
+    s->keepalive = v[0] > 0;
+    s->ka_idle_s = (int)v[0];
+    if (i > 1)
+        s->ka_intvl_s = (int)v[1];
+    if (i > 2)
+        s->ka_count = (int)v[2];
+    return 0;
+}

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tcpkit/sock.h"
+
 /* "65536", "64K", "1M", "2G" (binary multiples) into *out; 0 or -EINVAL. */
 int opt_size(const char *s, size_t *out);
 
@@ -14,6 +16,10 @@ int opt_duration_ms(const char *s, uint32_t *out);
 
 /* A decimal integer in [min, max]; 0 or -EINVAL. */
 int opt_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
+
+/* "IDLE[,INTVL[,COUNT]]" seconds into keepalive settings (IDLE 0 turns
+ * keepalive off); 0 or -EINVAL. */
+int opt_keepalive(const char *s, tk_sockopts *out);
 
 /* Prints "tcpkit CMD: message" to stderr and returns 2 (usage error). */
 int opt_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -34,6 +34,7 @@ enum {
     F_PAUSE_USER = 1u << 6,   /* the service paused input */
     F_PAUSE_OUTPUT = 1u << 7, /* output above the high watermark */
     F_WANT_WRITE = 1u << 8,   /* the kernel buffer was full: wait for EPOLLOUT */
+    F_REDELIVER = 1u << 9,    /* input held while paused is handed over again */
 };
 
 typedef struct tk_chunk {
@@ -455,10 +456,14 @@ static int flush_needed(const tk_conn *c)
     return (c->flags & F_CLOSING) && !(c->flags & F_LINGER);
 }
 
+static void redeliver(tk_conn *c);
+
 static void on_defer(tk_loop *loop, tk_defer *d)
 {
     (void)loop;
     tk_conn *c = (tk_conn *)((char *)d - offsetof(tk_conn, defer));
+    if (c->flags & F_REDELIVER)
+        redeliver(c);
     if (c->flags & F_CLOSED) {
         if (c->h->on_close)
             c->h->on_close(c, c->reason, c->close_err);
@@ -588,6 +593,28 @@ void tk_conn_resume_read(tk_conn *c)
 {
     c->flags &= ~F_PAUSE_USER;
     update_interest(c);
+    /* Input that arrived before the pause and was not consumed is handed
+     * over again, without waiting for more bytes from the peer. */
+    if (tk_buf_len(&c->in) && !(c->flags & (F_CLOSED | F_CLOSING | F_EOF))) {
+        c->flags |= F_REDELIVER;
+        tk_defer_queue(c->loop, &c->defer);
+    }
+}
+
+/* Offers the held input to the service again (after tk_conn_resume_read). */
+static void redeliver(tk_conn *c)
+{
+    c->flags &= ~F_REDELIVER;
+    if (c->flags & (F_CLOSED | F_CLOSING | F_PAUSE_USER | F_EOF) || !tk_buf_len(&c->in))
+        return;
+    size_t used = c->h->on_data(c, tk_buf_head(&c->in), tk_buf_len(&c->in));
+    if (c->flags & F_CLOSED)
+        return;
+    if (c->flags & F_CLOSING) {
+        tk_buf_free(&c->in);
+        return;
+    }
+    tk_buf_consume(&c->in, used);
 }
 
 /* The peer sent FIN: hand the service what is left, then close once flushed. */

@@ -200,6 +200,8 @@ int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_
     s->svc = svc;
     s->cfg = *cfg;
     s->nloops = tk_workers_count(w);
+    if (cfg->loops && cfg->loops < s->nloops)
+        s->nloops = cfg->loops;
     s->loops = calloc(s->nloops, sizeof(srv_loop));
     if (!s->loops) {
         free(s);

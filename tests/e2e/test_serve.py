@@ -1,12 +1,16 @@
-"""`tcpkit serve`: the echo service with default settings."""
+"""`tcpkit serve`: the echo service with default settings (chat beside it
+is covered in test_chat_*.py)."""
 
 import signal
 
 from conftest import run_many_clients
 
+# Every listener on a free loopback port; chat history in memory.
+SERVE_ARGS = ["--echo-listen", "127.0.0.1:0", "--chat-listen", "127.0.0.1:0", "--chat-ephemeral"]
+
 
 def test_serve_echo_service(server_factory):
-    srv = server_factory(["--echo-listen", "127.0.0.1:0"], command="serve")
+    srv = server_factory(SERVE_ARGS, command="serve")
     c = srv.connect()
     assert c.request("hello") == b"ECHO: hello"
     assert c.request("UPPER serve") == b"SERVE"
@@ -15,7 +19,7 @@ def test_serve_echo_service(server_factory):
 
 
 def test_serve_concurrent_clients_and_graceful_stop(server_factory):
-    srv = server_factory(["--echo-listen", "127.0.0.1:0"], command="serve")
+    srv = server_factory(SERVE_ARGS, command="serve")
     failures = run_many_clients(srv.addr, n_clients=30, rounds=3, deadline_s=60)
     assert not failures, "\n".join(failures[:20])
     idle = srv.connect()
