@@ -76,11 +76,64 @@ static void output_limit_drops_instead_of_growing(void **state)
     tk_loop_free(loop);
 }
 
+/* A service that handles one line, then pauses until told to go on. */
+static char seen[64];
+static size_t seen_len;
+
+static size_t one_line_then_pause(tk_conn *c, const unsigned char *data, size_t len)
+{
+    size_t used = 0;
+    while (used < len) {
+        const unsigned char *nl = memchr(data + used, '\n', len - used);
+        if (!nl)
+            break;
+        size_t n = (size_t)(nl - (data + used)) + 1;
+        memcpy(seen + seen_len, data + used, n);
+        seen_len += n;
+        used += n;
+        if (memcmp(data + used - n, "a\n", 2) == 0) {
+            tk_conn_pause_read(c);
+            break;
+        }
+    }
+    return used;
+}
+
+/* Input that arrived before a pause is handed over again on resume, without
+ * the peer sending anything more (a chat login pauses its client while the
+ * password is checked, with later requests already read). */
+static void resume_redelivers_held_input(void **state)
+{
+    (void)state;
+    static const tk_conn_handler h = {.on_data = one_line_then_pause};
+    tk_loop *loop;
+    assert_int_equal(tk_loop_new(&loop), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    tk_conn_limits lim;
+    tk_conn_limits_init(&lim);
+    tk_conn *c;
+    assert_int_equal(tk_conn_new(loop, sv[0], &h, &lim, NULL, &c), 0);
+    seen_len = 0;
+    assert_int_equal(write(sv[1], "a\nb\nc\n", 6), 6);
+    tk_conn_drain_input(c);
+    assert_int_equal(seen_len, 2);
+    tk_conn_resume_read(c);
+    tk_loop_run_pending(loop);
+    assert_int_equal(seen_len, 6);
+    assert_memory_equal(seen, "a\nb\nc\n", 6);
+    tk_conn_close(c, TK_CLOSE_LOCAL, 0);
+    tk_loop_run_pending(loop);
+    close(sv[1]);
+    tk_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unused_reservation_is_harmless),
         cmocka_unit_test(output_limit_drops_instead_of_growing),
+        cmocka_unit_test(resume_redelivers_held_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
