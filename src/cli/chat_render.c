@@ -68,6 +68,7 @@ static json_t *bare(const char *type)
     return json_pack("{s:s}", "type", type);
 }
 
+/* Slash command, "//" escape or plain message to a request. */
 chat_input chat_parse_input(const char *line, size_t len, json_t **req, char *err, size_t errcap)
 {
     *req = NULL;
@@ -146,12 +147,14 @@ chat_input chat_parse_input(const char *line, size_t len, json_t **req, char *er
     return CHAT_IN_ERROR;
 }
 
+/* The "type" member, or "". */
 const char *chat_type(const json_t *obj)
 {
     const char *t = json_string_value(json_object_get(obj, "type"));
     return t ? t : "";
 }
 
+/* Answers are "error" objects or carry payload.status; events do not. */
 int chat_is_reply(const json_t *obj)
 {
     if (strcmp(chat_type(obj), "error") == 0)
@@ -183,6 +186,7 @@ static void put_clean(FILE *out, const char *s)
     }
 }
 
+/* put_clean into a fixed buffer, whole characters only. */
 void chat_clean_copy(char *dst, size_t cap, const char *src)
 {
     size_t o = 0;
@@ -207,6 +211,7 @@ void chat_clean_copy(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
+/* RFC 3339 UTC to local time via timegm and localtime_r. */
 void chat_local_time(const char *ts, const char *fmt, char *buf, size_t cap)
 {
     struct tm tm;
@@ -303,7 +308,9 @@ static void render_history(FILE *out, const json_t *p)
     }
     fprintf(out, "*** last %zu message%s in ", n, n == 1 ? "" : "s");
     put_clean(out, str(p, "room"));
-    fputs(":\n", out);
+    fputs(json_is_true(json_object_get(p, "truncated")) ? " (older ones left out: too long)\n"
+                                                        : ":\n",
+          out);
     json_array_foreach(msgs, i, m)
     {
         char when[64];
@@ -359,7 +366,7 @@ static void render_stats(FILE *out, const json_t *p)
 }
 
 /* Events pushed by the server: chat, join, leave, private, system. */
-static void render_event(FILE *out, const json_t *obj, const char *me)
+static void render_event(FILE *out, const json_t *obj)
 {
     const char *type = chat_type(obj);
     put_time(out, obj);
@@ -369,14 +376,9 @@ static void render_event(FILE *out, const json_t *obj, const char *me)
     } else if (strcmp(type, "join") == 0 || strcmp(type, "leave") == 0) {
         fputs("* ", out);
     } else if (strcmp(type, "private") == 0) {
-        if (me && strcmp(str(obj, "from"), me) == 0) {
-            fputs("you -> ", out);
-            put_clean(out, str(obj, "to"));
-        } else {
-            put_clean(out, str(obj, "from"));
-            fputs(" -> you", out);
-        }
-        fputs(": ", out);
+        /* Received (even from oneself); sent ones show with their answer. */
+        put_clean(out, str(obj, "from"));
+        fputs(" -> you: ", out);
     } else if (strcmp(type, "system") == 0) {
         fputs("*** ", out);
     } else {
@@ -393,11 +395,12 @@ static void render_event(FILE *out, const json_t *obj, const char *me)
     fputc('\n', out);
 }
 
-void chat_render(FILE *out, const json_t *obj, const char *me, const char *sent)
+/* Dispatches on the kind of object: event, error or response type. */
+void chat_render(FILE *out, const json_t *obj, const char *sent)
 {
     const char *type = chat_type(obj);
     if (!chat_is_reply(obj)) {
-        render_event(out, obj, me);
+        render_event(out, obj);
         return;
     }
     const json_t *p = json_object_get(obj, "payload");

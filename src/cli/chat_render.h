@@ -34,11 +34,10 @@ const char *chat_type(const json_t *obj);
 
 /* Writes a readable rendering of one server object (event, response or
  * error) to out, one or more lines each ending in '\n' (nothing for answers
- * that need no text, such as MESSAGE). me is the user's current name, to
- * show their own private messages as "you"; sent is the text of the private
+ * that need no text, such as MESSAGE). sent is the text of the private
  * message a PRIVATE response answers (or NULL). Control characters from the
  * server are shown as '?'. */
-void chat_render(FILE *out, const json_t *obj, const char *me, const char *sent);
+void chat_render(FILE *out, const json_t *obj, const char *sent);
 
 /* Copies src into dst[0..cap) with control characters replaced by '?'
  * (always terminated; cut short when it does not fit). */

@@ -109,7 +109,6 @@ typedef struct {
     const char *join_room; /* --room */
 
     /* session */
-    char me[NAME_CAP];
     char room[NAME_CAP];
     unsigned long sent, answered; /* requests that get an answer, answers */
     int quit_sent;
@@ -193,7 +192,7 @@ static void show_object(client *cl, const json_t *obj, const char *sent)
     FILE *f = open_memstream(&buf, &n);
     if (!f)
         return;
-    chat_render(f, obj, cl->me, sent);
+    chat_render(f, obj, sent);
     if (fclose(f) == 0 && n)
         show_text(cl, buf, n);
     free(buf);
@@ -351,10 +350,8 @@ static void send_login(client *cl)
 static void login_ok(client *cl, const json_t *obj, const unsigned char *line, size_t len)
 {
     const json_t *p = json_object_get(obj, "payload");
-    const char *name = json_string_value(json_object_get(p, "name"));
     const char *room = json_string_value(json_object_get(p, "room"));
     cl->logged_in = 1;
-    chat_clean_copy(cl->me, sizeof(cl->me), name ? name : cl->name);
     set_room(cl, room ? room : "lobby");
     explicit_bzero(cl->password, sizeof(cl->password));
     if (cl->interactive) {
@@ -423,24 +420,22 @@ static void login_answer(client *cl, const json_t *obj, const unsigned char *lin
 }
 
 /* An answer after login: printed or rendered, and matched with its request
- * (terminal mode), tracking the room and name; QUIT's answer ends the
- * session. */
+ * (terminal mode), tracking the room; QUIT's answer ends the session. */
 static void session_answer(client *cl, const json_t *obj, const unsigned char *line, size_t len)
 {
     const char *type = chat_type(obj);
     const json_t *p = json_object_get(obj, "payload");
     int last = cl->answered >= cl->sent; /* the answer to the newest request */
     if (cl->interactive) {
+        /* The new room goes into the prompt redrawn after the answer. */
+        if (strcmp(type, "JOIN") == 0 || strcmp(type, "LEAVE") == 0)
+            set_room(cl, json_string_value(json_object_get(p, "room")));
         pending *pend = pop_pending(cl);
         show_object(cl, obj, pend ? pend->text : NULL);
         if (pend) {
             free(pend->text);
             free(pend);
         }
-        if (strcmp(type, "JOIN") == 0 || strcmp(type, "LEAVE") == 0)
-            set_room(cl, json_string_value(json_object_get(p, "room")));
-        else if (strcmp(type, "NICK") == 0 && json_is_string(json_object_get(p, "name")))
-            chat_clean_copy(cl->me, sizeof(cl->me), json_string_value(json_object_get(p, "name")));
     } else {
         write_all(1, line, len);
         write_all(1, "\n", 1);
@@ -458,9 +453,11 @@ static void session_answer(client *cl, const json_t *obj, const unsigned char *l
     maybe_quit(cl);
 }
 
-/* One line from the server. */
+/* One line from the server (empty lines are ignored). */
 static void server_line(client *cl, const unsigned char *line, size_t len)
 {
+    if (len == 0)
+        return;
     json_error_t jerr;
     json_t *obj = json_loadb((const char *)line, len, 0, &jerr);
     if (!json_is_object(obj)) {
@@ -1040,6 +1037,8 @@ static int valid_utf8(const char *s)
     return j != NULL;
 }
 
+/* tcpkit chat: parses the options, connects, logs in, then runs the
+ * terminal or piped session; returns the exit status. */
 int cmd_chat(int argc, char **argv)
 {
     enum { O_NAME = 1000, O_PWFILE, O_ROOM, O_CT, O_JSON };

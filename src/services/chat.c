@@ -268,7 +268,7 @@ void chat_room_event(chat_room *r, const char *type, const char *from, const uns
     if (r->ntext)
         encode_text_event(&r->batch_text, type, from, content, clen, ts);
     r->batch_events++;
-    if (r->batch_json.len + r->batch_text.len >= BATCH_FLUSH_BYTES)
+    if (r->batch_json.len >= r->chat->batch_limit || r->batch_text.len >= r->chat->batch_limit)
         chat_room_flush(r);
     else
         tk_defer_queue(r->chat->loop, &r->flush);
@@ -389,12 +389,14 @@ int chat_move(chat_client *cl, const char *name, const char *key, const char *wh
     chat_room *from = cl->room;
     if (from == to)
         return 0;
+    /* The leave notice is queued while the mover is still a member, so it
+     * reaches the mover too; removing flushes it out. */
+    join_event(cl, from, "left", why);
     room_remove(cl);
     if (cl->state != ST_ACTIVE) {
         free_room_if_empty(chat, to);
         return -EPIPE;
     }
-    join_event(cl, from, "left", why);
     free_room_if_empty(chat, from);
     if (room_add(to, cl) < 0) {
         free_room_if_empty(chat, to);
@@ -984,8 +986,19 @@ tk_metrics *tk_chat_metrics(tk_chat *chat)
 int tk_chat_new(const tk_chat_config *c, tk_loop *loop, tk_chat **out, char *err, size_t errcap)
 {
     if (c->max_line < 16 || c->max_message == 0 || c->max_name == 0 || c->max_name > 32 ||
-        c->max_queue < 1024 || c->history_page == 0 || c->kdf_log2_n < 10 || c->kdf_log2_n > 20) {
+        c->history_page == 0 || c->kdf_log2_n < 10 || c->kdf_log2_n > 20) {
         snprintf(err, errcap, "invalid chat settings");
+        return -EINVAL;
+    }
+    /* A receiver's queue must hold a few of the largest events (content is
+     * at most doubled by JSON escaping), or a reader keeping up would be
+     * dropped. */
+    size_t largest = 2 * c->max_message + 1024;
+    if (c->max_queue < 4 * largest) {
+        snprintf(err, errcap,
+                 "the output queue limit (%zu bytes) must be at least 4 times the "
+                 "largest event (%zu bytes with this message limit)",
+                 c->max_queue, largest);
         return -EINVAL;
     }
     err[0] = '\0';
@@ -994,6 +1007,7 @@ int tk_chat_new(const tk_chat_config *c, tk_loop *loop, tk_chat **out, char *err
         return -ENOMEM;
     chat->cfg = *c;
     chat->loop = loop;
+    chat->batch_limit = c->max_queue / 4 < BATCH_FLUSH_BYTES ? c->max_queue / 4 : BATCH_FLUSH_BYTES;
     chat_map_init(&chat->users);
     chat_map_init(&chat->rooms);
     tk_defer_init(&chat->commit, on_commit);

@@ -106,7 +106,10 @@ static void welcome(chat_client *cl, const char *type, void *id)
     chat_room *r = cl->room;
     if (is_json(cl)) {
         char msg[CHAT_NAME_MAX + 64];
-        snprintf(msg, sizeof(msg), "Registration successful. Welcome, %s!", cl->name);
+        if (strcmp(type, "AUTH") == 0)
+            snprintf(msg, sizeof(msg), "Login successful. Welcome back, %s!", cl->name);
+        else
+            snprintf(msg, sizeof(msg), "Registration successful. Welcome, %s!", cl->name);
         ok(cl, type, id,
            json_pack("{s:s, s:s, s:b, s:s}", "name", cl->name, "room", r->name, "registered",
                      cl->registered, "message", msg));
@@ -133,7 +136,8 @@ static void start_job(chat_client *cl, void *id, int kind, const char *name,
     }
     job->kind = kind;
     job->create = kind != JOB_LOGIN;
-    snprintf(job->name, sizeof(job->name), "%s", name);
+    /* A login takes the name as spelled when the account was made. */
+    snprintf(job->name, sizeof(job->name), "%s", acct && acct->name[0] ? acct->name : name);
     if (acct)
         job->account = *acct;
     if (chat_kdf_submit(chat->kdf, job) < 0) {

@@ -120,6 +120,7 @@ struct tk_chat {
     tk_metrics *metrics;
     tk_metrics_slot *slot;
     tk_conn_limits limits;
+    size_t batch_limit; /* a room batch is sent early at this size */
     chat_store *store;
     chat_kdf *kdf;
     chat_map users; /* name key -> chat_client */

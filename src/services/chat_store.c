@@ -93,7 +93,7 @@ int chat_store_open(const char *path, int sync_full, chat_store **out, char *err
                   " (SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
                   &s->prune_room);
     rc |= prepare(s, "DELETE FROM messages WHERE ts_ms < ?1", &s->prune_age);
-    rc |= prepare(s, "SELECT kdf, salt, hash FROM accounts WHERE key = ?1", &s->account_get);
+    rc |= prepare(s, "SELECT kdf, salt, hash, name FROM accounts WHERE key = ?1", &s->account_get);
     rc |= prepare(s,
                   "INSERT INTO accounts(key, name, kdf, salt, hash, created_ms)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
@@ -223,10 +223,13 @@ int chat_store_account_get(chat_store *s, const char *key, chat_account *out)
     int rc = sqlite3_step(st), ret = -ENOENT;
     if (rc == SQLITE_ROW) {
         const char *kdf = (const char *)sqlite3_column_text(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 3);
         int sl = sqlite3_column_bytes(st, 1), hl = sqlite3_column_bytes(st, 2);
-        if (kdf && strlen(kdf) < sizeof(out->kdf) && sl > 0 && (size_t)sl <= sizeof(out->salt) &&
+        if (kdf && strlen(kdf) < sizeof(out->kdf) && name && strlen(name) < sizeof(out->name) &&
+            sl > 0 && (size_t)sl <= sizeof(out->salt) &&
             hl > 0 && (size_t)hl <= sizeof(out->hash)) {
             snprintf(out->kdf, sizeof(out->kdf), "%s", kdf);
+            snprintf(out->name, sizeof(out->name), "%s", name);
             memcpy(out->salt, sqlite3_column_blob(st, 1), (size_t)sl);
             out->salt_len = (size_t)sl;
             memcpy(out->hash, sqlite3_column_blob(st, 2), (size_t)hl);

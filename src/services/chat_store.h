@@ -47,6 +47,7 @@ int chat_store_prune_age(chat_store *s, int64_t before_ms);
 
 /* A password account. */
 typedef struct {
+    char name[160]; /* the name as spelled when the account was made */
     char kdf[64];
     unsigned char salt[32];
     size_t salt_len;
