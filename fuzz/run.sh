@@ -5,9 +5,9 @@
 # written to. Prints "fuzz <name>: ok (N execs)" or "fuzz <name>: FAILED" per
 # harness, then "N passed, N failed"; exits non-zero if any harness failed.
 #
-# The harnesses compile the codec sources directly with clang rather than
-# linking the gcc-built archive, so the code under test is instrumented for
-# coverage. Usage: fuzz/run.sh [name...]   (default: every harness)
+# The harnesses compile the codec sources (and, for fuzz_chat_*, the chat
+# parsers) directly with clang rather than linking the gcc-built archive, so
+# the code under test is instrumented for coverage. Usage: fuzz/run.sh [name...]   (default: every harness)
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -23,6 +23,12 @@ cflags="$cflags -Iinclude -Isrc -D_GNU_SOURCE"
 lib_src=""
 for f in src/codec/*.c src/services/echo_cmd.c; do
     [ -f "$f" ] && lib_src="$lib_src $f"
+done
+# The chat harnesses (fuzz_chat_*) also need the pure chat parsers: request
+# parsing (text and JSON, on jansson) and names (ICU case folding).
+chat_src=""
+for f in src/services/chat_parse.c src/services/chat_name.c; do
+    [ -f "$f" ] && chat_src="$chat_src $f"
 done
 
 # Packages: jansson and the Unicode library the Makefile uses (its PKGS line),
@@ -60,8 +66,10 @@ for name in $names; do
     log="$out/fuzz_$name.log"
     corpus="$out/corpus/$name"
 
+    src="$lib_src"
+    case "$name" in chat_*) src="$src $chat_src" ;; esac
     # shellcheck disable=SC2086
-    if ! "$cc" $cflags -o "$bin" "fuzz/fuzz_$name.c" $lib_src $pkg_flags -pthread >"$log" 2>&1; then
+    if ! "$cc" $cflags -o "$bin" "fuzz/fuzz_$name.c" $src $pkg_flags -pthread >"$log" 2>&1; then
         echo "fuzz $name: FAILED"
         echo "  build failed, see $log" >&2
         failed=$((failed + 1))

@@ -226,8 +226,8 @@ int chat_store_account_get(chat_store *s, const char *key, chat_account *out)
         const char *name = (const char *)sqlite3_column_text(st, 3);
         int sl = sqlite3_column_bytes(st, 1), hl = sqlite3_column_bytes(st, 2);
         if (kdf && strlen(kdf) < sizeof(out->kdf) && name && strlen(name) < sizeof(out->name) &&
-            sl > 0 && (size_t)sl <= sizeof(out->salt) &&
-            hl > 0 && (size_t)hl <= sizeof(out->hash)) {
+            sl > 0 && (size_t)sl <= sizeof(out->salt) && hl > 0 &&
+            (size_t)hl <= sizeof(out->hash)) {
             snprintf(out->kdf, sizeof(out->kdf), "%s", kdf);
             snprintf(out->name, sizeof(out->name), "%s", name);
             memcpy(out->salt, sqlite3_column_blob(st, 1), (size_t)sl);
