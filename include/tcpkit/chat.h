@@ -83,8 +83,10 @@ void tk_chat_free(tk_chat *chat);
 /* Checks a user or room name; 0 or a TK_CHAT_NAME_* code. */
 int tk_chat_name_check(const unsigned char *s, size_t n, unsigned max_chars);
 
-/* The case-folded key under which a name is unique; writes at most cap
- * bytes with a terminating NUL. Returns the key length or -ENOBUFS. */
+/* The key under which a name is unique (NFKC case folding: case,
+ * composed/decomposed accents and fullwidth forms do not make a new name);
+ * writes at most cap bytes with a terminating NUL. Returns the key length,
+ * -ENOBUFS, or -EINVAL for invalid UTF-8. */
 int tk_chat_name_key(const unsigned char *s, size_t n, char *key, size_t cap);
 
 /* True when s[0..n) is acceptable message content: valid UTF-8 and no
@@ -120,9 +122,9 @@ typedef struct {
     tk_chat_cmd cmd;
     const unsigned char *name; /* ROOM, NAME; the user for /msg and PRIVATE */
     size_t name_len;
-    const unsigned char *text; /* message content, password (REGISTER), ECHO data */
+    const unsigned char *text; /* message content, ECHO data */
     size_t text_len;
-    const unsigned char *password; /* JSON REGISTER/AUTH */
+    const unsigned char *password; /* REGISTER/AUTH (text: /register PASS) */
     size_t password_len;
     long limit;      /* /history N, LIST_MESSAGES limit; -1 when absent */
     void *json_root; /* JSON: owns the strings */

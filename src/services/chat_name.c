@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 #include <unicode/uchar.h>
+#include <unicode/unorm2.h>
 #include <unicode/ustring.h>
 #include <unicode/utf8.h>
 
@@ -45,22 +46,28 @@ int tk_chat_name_check(const unsigned char *s, size_t n, unsigned max_chars)
 
 int tk_chat_name_key(const unsigned char *s, size_t n, char *key, size_t cap)
 {
-    /* Names are short (checked above); anything longer is not a name. */
-    UChar in[512], folded[1024];
+    /* NFKC case folding: one key for every spelling that looks the same
+     * modulo case and compatibility forms ("José" composed or not,
+     * fullwidth letters, "Straße" and "STRASSE"). Names are short (checked
+     * by the caller); anything longer is not a name. */
+    UChar in[512], folded[2048];
     UErrorCode st = U_ZERO_ERROR;
     int32_t ulen = 0;
     if (cap == 0 || n > 512)
         return -ENOBUFS;
     u_strFromUTF8(in, 512, &ulen, (const char *)s, (int32_t)n, &st);
-    if (U_FAILURE(st) || st == U_STRING_NOT_TERMINATED_WARNING) {
-        if (st != U_STRING_NOT_TERMINATED_WARNING)
-            return -EINVAL;
+    if (st == U_STRING_NOT_TERMINATED_WARNING)
         st = U_ZERO_ERROR;
-    }
-    int32_t flen = u_strFoldCase(folded, 1024, in, ulen, U_FOLD_CASE_DEFAULT, &st);
-    if (U_FAILURE(st) || flen > 1024)
+    if (U_FAILURE(st))
+        return st == U_BUFFER_OVERFLOW_ERROR ? -ENOBUFS : -EINVAL;
+    const UNormalizer2 *nfkc_cf = unorm2_getNFKCCasefoldInstance(&st);
+    if (U_FAILURE(st))
+        return -EINVAL;
+    int32_t flen = unorm2_normalize(nfkc_cf, in, ulen, folded, 2048, &st);
+    if (st == U_STRING_NOT_TERMINATED_WARNING)
+        st = U_ZERO_ERROR;
+    if (U_FAILURE(st))
         return -ENOBUFS;
-    st = U_ZERO_ERROR;
     int32_t klen = 0;
     u_strToUTF8(key, (int32_t)(cap > INT32_MAX ? INT32_MAX : cap), &klen, folded, flen, &st);
     if (U_FAILURE(st) || (size_t)klen >= cap)

@@ -227,15 +227,25 @@ int tk_chat_json_parse(const unsigned char *line, size_t n, tk_chat_req *out, co
     out->json_root = jr.root;
     out->json_id = jr.id;
     const json_cmd *jc = NULL;
-    for (size_t i = 0; i < sizeof(json_cmds) / sizeof(json_cmds[0]); i++) {
+    /* Matched on the whole string: "PING\u0000x" is not PING. */
+    size_t tlen = json_string_length(json_object_get(jr.root, "type"));
+    for (size_t i = 0; tlen == strlen(jr.type) && i < sizeof(json_cmds) / sizeof(json_cmds[0]);
+         i++) {
         if (strcmp(json_cmds[i].type, jr.type) == 0) {
             jc = &json_cmds[i];
             break;
         }
     }
     if (!jc) {
+        /* Quote at most 64 bytes, cut at a character boundary. */
+        size_t q = strlen(jr.type);
+        if (q > 64) {
+            q = 64;
+            while (q > 0 && ((unsigned char)jr.type[q] & 0xC0) == 0x80)
+                q--;
+        }
         *code = "unknown_type";
-        snprintf(msg, msgcap, "unknown type \"%.64s\"", jr.type);
+        snprintf(msg, msgcap, "unknown type \"%.*s\"", (int)q, jr.type);
         return -EINVAL;
     }
     out->cmd = jc->cmd;
