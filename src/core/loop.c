@@ -30,6 +30,7 @@ struct tk_loop {
     tk_timer_heap timers;
     tk_defer *defer_head;
     tk_defer *defer_tail;
+    tk_defer *defer_running; /* the rest of the round being run */
     atomic_int stopping;
     void *data;
 
@@ -286,22 +287,31 @@ void tk_defer_queue(tk_loop *loop, tk_defer *d)
     loop->defer_tail = d;
 }
 
-void tk_defer_cancel(tk_loop *loop, tk_defer *d)
+/* Unlinks d from the list starting at *head; 1 if it was there. */
+static int unlink_defer(tk_defer **head, tk_defer **tail, tk_defer *d)
 {
-    if (!d->queued)
-        return;
     tk_defer *prev = NULL;
-    for (tk_defer *it = loop->defer_head; it; prev = it, it = it->next) {
+    for (tk_defer *it = *head; it; prev = it, it = it->next) {
         if (it != d)
             continue;
         if (prev)
             prev->next = d->next;
         else
-            loop->defer_head = d->next;
-        if (loop->defer_tail == d)
-            loop->defer_tail = prev;
-        break;
+            *head = d->next;
+        if (tail && *tail == d)
+            *tail = prev;
+        return 1;
     }
+    return 0;
+}
+
+void tk_defer_cancel(tk_loop *loop, tk_defer *d)
+{
+    if (!d->queued)
+        return;
+    /* Queued either for the next round or in the round now running. */
+    if (!unlink_defer(&loop->defer_head, &loop->defer_tail, d))
+        (void)unlink_defer(&loop->defer_running, NULL, d);
     d->queued = 0;
     d->next = NULL;
 }
@@ -310,14 +320,15 @@ void tk_defer_cancel(tk_loop *loop, tk_defer *d)
  * so a callback that re-queues itself cannot starve the poller. */
 static void run_defers(tk_loop *loop)
 {
-    tk_defer *d = loop->defer_head;
+    /* The round lives in the loop so a callback may cancel work later in it. */
+    loop->defer_running = loop->defer_head;
     loop->defer_head = loop->defer_tail = NULL;
-    while (d) {
-        tk_defer *next = d->next;
+    tk_defer *d;
+    while ((d = loop->defer_running)) {
+        loop->defer_running = d->next;
         d->queued = 0;
         d->next = NULL;
         d->cb(loop, d);
-        d = next;
     }
 }
 

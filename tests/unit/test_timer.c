@@ -318,12 +318,13 @@ static void zero_ms_rearm_does_not_starve_loop(void **state)
 }
 
 /* Deferred work for the defer tests. */
-typedef struct {
+typedef struct labeled_defer_s {
     tk_defer d;
     ctx *c;
     int id;
     int runs;
-    int requeue; /* queue itself again this many times */
+    int requeue;                    /* queue itself again this many times */
+    struct labeled_defer_s *cancel; /* cancel this one when run */
 } labeled_defer;
 
 static void on_defer(tk_loop *loop, tk_defer *d)
@@ -335,6 +336,8 @@ static void on_defer(tk_loop *loop, tk_defer *d)
         ld->requeue--;
         tk_defer_queue(loop, d);
     }
+    if (ld->cancel)
+        tk_defer_cancel(loop, &ld->cancel->d);
 }
 
 static void init_defer(ctx *c, labeled_defer *ld, int id)
@@ -404,6 +407,35 @@ static void defer_cancel_keeps_rest_of_queue(void **state)
     assert_memory_equal(c.log, want, sizeof(want));
     assert_int_equal(d[1].runs, 0);
     assert_int_equal(d[2].runs, 0);
+    ctx_close(&c);
+}
+
+/* Work cancelled by other work of the same round does not run, and the work
+ * after it still does (cancelling used to cut the running round short, and
+ * the work behind it stayed marked queued and never ran again). */
+static void defer_cancel_from_callback_keeps_round(void **state)
+{
+    (void)state;
+    ctx c;
+    ctx_open(&c);
+    labeled_defer d[4];
+    for (int i = 0; i < 4; i++)
+        init_defer(&c, &d[i], i);
+    d[0].cancel = &d[1];
+    for (int i = 0; i < 3; i++)
+        tk_defer_queue(c.loop, &d[i].d);
+    c.stop_after = 2;
+    ctx_run(&c);
+    const int want[2] = {0, 2};
+    assert_memory_equal(c.log, want, sizeof(want));
+    assert_int_equal(d[1].runs, 0);
+    /* The cancelled work can be queued again and runs. */
+    tk_defer_queue(c.loop, &d[1].d);
+    tk_defer_queue(c.loop, &d[3].d);
+    c.stop_after = 4;
+    ctx_run(&c);
+    const int want2[4] = {0, 2, 1, 3};
+    assert_memory_equal(c.log, want2, sizeof(want2));
     ctx_close(&c);
 }
 
@@ -531,6 +563,7 @@ int main(void)
         cmocka_unit_test(defer_queued_twice_runs_once),
         cmocka_unit_test(defer_requeued_from_callback_runs_again),
         cmocka_unit_test(defer_cancel_keeps_rest_of_queue),
+        cmocka_unit_test(defer_cancel_from_callback_keeps_round),
         cmocka_unit_test(post_from_thread_runs_on_loop),
         cmocka_unit_test(posts_from_many_threads_all_run),
         cmocka_unit_test(stop_from_thread_ends_run),

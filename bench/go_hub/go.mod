@@ -1,0 +1,3 @@
+module tcpkit/bench/go_hub
+
+go 1.19
