@@ -118,7 +118,7 @@ static const char usage_text[] =
     "      --max-clients N       clients at once; more get 'ERROR: server busy' (default: no "
     "limit)\n"
     "      --max-rooms N         rooms at once (default 1000)\n"
-    "      --max-name N          name and room length in characters (default 32, at most 32)\n"
+    "      --max-name N          name and room length in characters (default 32; 5 to 32)\n"
     "      --max-message BYTES   message length (default 4096)\n"
     "      --max-line BYTES      request line length (default 16K)\n"
     "      --max-queue BYTES     unsent output that drops a client (default 1M)\n"
@@ -248,8 +248,8 @@ static int chat_option(chat_options *o, int ch, const char *arg)
         c->max_rooms = (unsigned)v;
         return 0;
     case O_MAX_NAME:
-        if (opt_uint(arg, 1, 32, &v) < 0)
-            return opt_usage_error(cmd, "bad --max-name '%s' (1 to 32)", arg);
+        if (opt_uint(arg, 5, 32, &v) < 0)
+            return opt_usage_error(cmd, "bad --max-name '%s' (5 to 32)", arg);
         c->max_name = (unsigned)v;
         return 0;
     case O_MAX_MESSAGE:

@@ -292,6 +292,9 @@ void chat_room_flush(chat_room *r)
     if (r->batch_events == 0)
         return;
     tk_chat *chat = r->chat;
+    /* A message reaches nobody before it is committed to the history. */
+    if (chat->store && chat_store_dirty(chat->store))
+        (void)chat_store_commit(chat->store);
     tk_defer_cancel(chat->loop, &r->flush);
     tk_shared *json = r->batch_json.len ? tk_shared_new(r->batch_json.p, r->batch_json.len) : NULL;
     tk_shared *text = r->batch_text.len ? tk_shared_new(r->batch_text.p, r->batch_text.len) : NULL;
@@ -649,14 +652,11 @@ static void json_line(chat_client *cl, const unsigned char *line, size_t n)
 
 static void text_line(chat_client *cl, const unsigned char *line, size_t n)
 {
-    if (cl->state == ST_NAMING && n && line[0] == '{') {
+    if (cl->state == ST_NAMING && n && line[0] == '{' && cl->chat->cfg.mode == TK_CHAT_MODE_AUTO) {
         /* A program that waited for a greeting before speaking JSON. */
         cl->mode = MODE_JSON;
+        arm_client_timer(cl); /* JSON clients are pinged */
         json_line(cl, line, n);
-        return;
-    }
-    if (!take_token(cl)) {
-        flood_error(cl, NULL);
         return;
     }
     tk_chat_req req;
@@ -664,6 +664,10 @@ static void text_line(chat_client *cl, const unsigned char *line, size_t n)
         memset(&req, 0, sizeof(req));
         req.limit = -1;
         if (cl->state == ST_NAMING) {
+            if (n == 0) {
+                chat_prompt_name(cl); /* an empty answer costs nothing */
+                return;
+            }
             req.cmd = TK_CHAT_CMD_REGISTER;
             req.name = line;
             req.name_len = n;
@@ -672,14 +676,15 @@ static void text_line(chat_client *cl, const unsigned char *line, size_t n)
             req.password = line;
             req.password_len = n;
         }
-        if (n == 0 && cl->state == ST_NAMING) {
-            chat_prompt_name(cl);
-            return;
-        }
-        chat_execute(cl, &req);
+    } else {
+        tk_chat_text_parse(line, n, &req);
+        if (req.cmd == TK_CHAT_CMD_NONE)
+            return; /* blank lines are ignored, as in JSON mode */
+    }
+    if (!take_token(cl)) {
+        flood_error(cl, NULL);
         return;
     }
-    tk_chat_text_parse(line, n, &req);
     chat_execute(cl, &req);
 }
 
@@ -730,6 +735,10 @@ static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
         else
             handle_line(cl, line, n);
     }
+    /* One commit per read: the replies to these requests are sent when this
+     * returns, and they must not confirm messages that are not stored yet. */
+    if (cl->chat->store && chat_store_dirty(cl->chat->store))
+        (void)chat_store_commit(cl->chat->store);
     return off;
 }
 
@@ -985,7 +994,7 @@ tk_metrics *tk_chat_metrics(tk_chat *chat)
 
 int tk_chat_new(const tk_chat_config *c, tk_loop *loop, tk_chat **out, char *err, size_t errcap)
 {
-    if (c->max_line < 16 || c->max_message == 0 || c->max_name == 0 || c->max_name > 32 ||
+    if (c->max_line < 16 || c->max_message == 0 || c->max_name < 5 || c->max_name > 32 ||
         c->history_page == 0 || c->kdf_log2_n < 10 || c->kdf_log2_n > 20) {
         snprintf(err, errcap, "invalid chat settings");
         return -EINVAL;

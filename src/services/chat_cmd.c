@@ -519,6 +519,9 @@ static void do_history(chat_client *cl, tk_chat_req *req)
     long limit = req->limit > 0 ? req->limit : DEFAULT_HISTORY;
     if ((unsigned long)limit > chat->cfg.history_page)
         limit = (long)chat->cfg.history_page;
+    /* Pruning runs every keep/8 messages; readers never see past keep. */
+    if (chat->cfg.history_keep && (unsigned long)limit > chat->cfg.history_keep)
+        limit = (long)chat->cfg.history_keep;
     history_acc h = {.cl = cl, .arr = is_json(cl) ? json_array() : NULL};
     h.sizes = calloc((size_t)limit, sizeof(size_t));
     if (!h.sizes) {
@@ -573,9 +576,13 @@ static void do_nick(chat_client *cl, tk_chat_req *req)
         fail(cl, id, "name_registered", "that name is registered: log in with its password");
         return;
     }
-    int registered = owner == cl && cl->registered;
-    chat_rename(cl, name, key);
-    cl->registered = registered;
+    if (owner == cl && strcmp(name, cl->name) == 0) {
+        /* Already so named: nothing to tell the room. */
+    } else {
+        int registered = owner == cl && cl->registered;
+        chat_rename(cl, name, key);
+        cl->registered = registered;
+    }
     if (is_json(cl))
         ok(cl, "NICK", id, json_pack("{s:s}", "name", cl->name));
     else

@@ -1,9 +1,11 @@
 /* SQLite history and accounts for the chat service. */
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat_store.h"
 #include "tcpkit/log.h"
@@ -56,6 +58,18 @@ int chat_store_open(const char *path, int sync_full, chat_store **out, char *err
         return -ENOMEM;
     if (!path)
         path = ":memory:";
+    if (strcmp(path, ":memory:") != 0) {
+        /* The file holds password hashes: a new one is private to its owner
+         * (SQLite gives its -wal and -shm files the same mode). */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+            int e = errno;
+            snprintf(err, cap, "cannot open chat database '%s': %s", path, strerror(e));
+            free(s);
+            return -e;
+        }
+        close(fd);
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
         snprintf(err, cap, "cannot open chat database '%s': %s", path,
