@@ -476,6 +476,17 @@ typedef struct {
     size_t n;
 } history_acc;
 
+/* Bytes s takes in a JSON string (UTF-8 stays raw; stored content has no
+ * control characters but TAB). */
+static size_t json_size(const unsigned char *s, size_t n)
+{
+    size_t size = n + 2;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '"' || s[i] == '\\' || s[i] < 0x20)
+            size += s[i] < 0x20 && s[i] != '\t' ? 5 : 1;
+    return size;
+}
+
 static void add_history(const chat_stored *m, void *arg)
 {
     history_acc *h = arg;
@@ -488,7 +499,9 @@ static void add_history(const chat_stored *m, void *arg)
         if (!ev)
             return;
         json_array_append_new(h->arr, ev);
-        h->sizes[h->n++] = 6 * m->len + strlen(m->from) * 6 + 128;
+        h->sizes[h->n++] = json_size(m->content, m->len) +
+                           json_size((const unsigned char *)m->from, strlen(m->from)) +
+                           strlen(m->room_name) + 96;
     } else {
         size_t before = h->text.len;
         chat_fmt_datetime(m->ts_ms, ts);
