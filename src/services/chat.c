@@ -424,7 +424,9 @@ void chat_detach(chat_client *cl, const char *why)
     if (cl->room) {
         chat_room *r = cl->room;
         room_remove(cl);
-        join_event(cl, r, "left", why);
+        /* At shutdown everyone is leaving: no one needs to hear it N times. */
+        if (!chat->shutting_down)
+            join_event(cl, r, "left", why);
         free_room_if_empty(chat, r);
     }
     if (cl->key[0] && chat_map_get(&chat->users, cl->key) == cl)

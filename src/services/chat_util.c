@@ -97,10 +97,21 @@ static void split(int64_t ms, struct tm *tm, int *milli)
 
 void chat_fmt_rfc3339(int64_t ms, char out[32])
 {
-    struct tm tm;
-    int milli;
-    split(ms, &tm, &milli);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* Events come many per second: format the date and time once a second. */
+    static __thread int64_t cached_sec = -1;
+    static __thread char cached[24];
+    static __thread size_t cached_len;
+    int64_t sec = ms / 1000;
+    int milli = (int)(ms % 1000);
+    if (sec != cached_sec) {
+        struct tm tm;
+        time_t t = (time_t)sec;
+        gmtime_r(&t, &tm);
+        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = sec;
+    }
+    memcpy(out, cached, cached_len);
+    size_t n = cached_len;
     out[n++] = '.';
     out[n++] = (char)('0' + milli / 100);
     out[n++] = (char)('0' + milli / 10 % 10);
