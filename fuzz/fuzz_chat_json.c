@@ -44,7 +44,8 @@ static int in_json_string(const json_t *v, const unsigned char *p, size_t len)
     if (json_is_object(v)) {
         const char *key;
         json_t *val;
-        json_object_foreach((json_t *)v, key, val) {
+        json_object_foreach((json_t *)v, key, val)
+        {
             if (in_json_string(val, p, len))
                 return 1;
         }
@@ -53,7 +54,8 @@ static int in_json_string(const json_t *v, const unsigned char *p, size_t len)
     if (json_is_array(v)) {
         size_t i;
         json_t *val;
-        json_array_foreach(v, i, val) {
+        json_array_foreach(v, i, val)
+        {
             if (in_json_string(val, p, len))
                 return 1;
         }
@@ -143,8 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!r.text)
                 abort();
             break;
-        default:
-            break;
+        default: break;
         }
         if (r.cmd != TK_CHAT_CMD_HISTORY && r.limit != -1)
             abort();

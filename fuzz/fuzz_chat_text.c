@@ -28,7 +28,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define GUARD 32
+#define GUARD      32
 #define GUARD_BYTE 0xA5
 
 /* Strict UTF-8 decode of s[*i..n): returns the code point or -1. */
@@ -80,7 +80,10 @@ static long utf8_count(const unsigned char *s, size_t n)
     return count;
 }
 
-static int is_cc(long cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
+static int is_cc(long cp)
+{
+    return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+}
 
 /* Whitespace (White_Space) and format characters (Cf) that a name must not
  * hold; a reference subset, enough to catch a checker that forgets them. */
@@ -213,8 +216,8 @@ static void check_text_parse(const unsigned char *s, size_t n)
         tk_chat_req u;
         memset(&u, 0, sizeof(u));
         tk_chat_text_parse(up, n, &u);
-        if (u.cmd != r.cmd || u.name_len != r.name_len || u.text_len != r.text_len || u.limit != r.limit ||
-            (u.name && (size_t)(u.name - up) != (size_t)(r.name - s)) ||
+        if (u.cmd != r.cmd || u.name_len != r.name_len || u.text_len != r.text_len ||
+            u.limit != r.limit || (u.name && (size_t)(u.name - up) != (size_t)(r.name - s)) ||
             (u.text && (size_t)(u.text - up) != (size_t)(r.text - s)))
             abort();
         free(up);
@@ -292,7 +295,8 @@ static void check_key(const unsigned char *s, size_t n)
         free(flip);
         /* folding is idempotent */
         char *k3 = NULL;
-        int rc3 = key_guarded((const unsigned char *)big, (size_t)bigrc, 4 * (size_t)bigrc + 16, &k3);
+        int rc3 =
+            key_guarded((const unsigned char *)big, (size_t)bigrc, 4 * (size_t)bigrc + 16, &k3);
         if (rc3 != bigrc || memcmp(k3, big, (size_t)bigrc) != 0)
             abort();
         free(k3);
