@@ -36,6 +36,7 @@
 #include "cli/chat_render.h"
 #include "cli/commands.h"
 #include "cli/opts.h"
+#include "cli/term.h"
 #include "tcpkit/buf.h"
 #include "tcpkit/codec.h"
 #include "tcpkit/conn.h"
@@ -147,27 +148,6 @@ static int status_for(int err)
     case -ECONNREFUSED: return EXIT_REFUSED;
     case -ETIMEDOUT: return EXIT_TIMEOUT;
     default: return 1;
-    }
-}
-
-/* Writes all of p to fd, waiting while a non-blocking fd is full. */
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *s = p;
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-                (void)poll(&pfd, 1, -1);
-                continue;
-            }
-            return;
-        }
-        s += w;
-        n -= (size_t)w;
     }
 }
 
@@ -357,8 +337,8 @@ static void login_ok(client *cl, const json_t *obj, const unsigned char *line, s
     if (cl->interactive) {
         show_object(cl, obj, NULL);
     } else {
-        write_all(1, line, len);
-        write_all(1, "\n", 1);
+        term_write_all(1, line, len);
+        term_write_all(1, "\n", 1);
     }
     if (cl->join_room)
         (void)send_request(
@@ -404,8 +384,8 @@ static void login_answer(client *cl, const json_t *obj, const unsigned char *lin
         return;
     }
     if (!cl->interactive) {
-        write_all(1, line, len);
-        write_all(1, "\n", 1);
+        term_write_all(1, line, len);
+        term_write_all(1, "\n", 1);
     }
     char name[NAME_CAP];
     chat_clean_copy(name, sizeof(name), cl->name);
@@ -437,8 +417,8 @@ static void session_answer(client *cl, const json_t *obj, const unsigned char *l
             free(pend);
         }
     } else {
-        write_all(1, line, len);
-        write_all(1, "\n", 1);
+        term_write_all(1, line, len);
+        term_write_all(1, "\n", 1);
     }
     if (strcmp(type, "QUIT") == 0) {
         end_session(cl, cl->bad_input ? 1 : 0);
@@ -490,8 +470,8 @@ static void server_line(client *cl, const unsigned char *line, size_t len)
     } else if (cl->interactive) {
         show_object(cl, obj, NULL);
     } else {
-        write_all(1, line, len);
-        write_all(1, "\n", 1);
+        term_write_all(1, line, len);
+        term_write_all(1, "\n", 1);
     }
     json_decref(obj);
 }
@@ -783,7 +763,7 @@ static int ask_tty(const char *question, int secret, char *buf, size_t cap)
         t.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
         restore = tcsetattr(fd, TCSAFLUSH, &t) == 0;
     }
-    write_all(out, question, strlen(question));
+    term_write_all(out, question, strlen(question));
 
     size_t len = 0;
     int rc = -1, too_long = 0;
@@ -821,7 +801,7 @@ static int ask_tty(const char *question, int secret, char *buf, size_t cap)
     if (restore)
         tcsetattr(fd, TCSAFLUSH, &saved_tio);
     if (secret || rc == -2)
-        write_all(out, "\n", 1);
+        term_write_all(out, "\n", 1);
     if (too_long)
         fprintf(stderr, "tcpkit chat: that is too long\n");
     sigaction(SIGTSTP, &saved_tstp, NULL);
@@ -861,36 +841,13 @@ static int ask_login(client *cl)
     return r == -2 ? 128 + (int)prompt_signal : 1;
 }
 
-/* libedit's character source: serve the network until a key is waiting,
- * then read it (decoding UTF-8). Returns 0 at end of input or when the
- * connection is over, which ends the editing session. */
+/* libedit's character source: the network is served until a key comes. */
 static int editor_getc(EditLine *el, wchar_t *wc)
 {
     client *cl;
     el_get(el, EL_CLIENTDATA, (void **)&cl);
-    mbstate_t st;
-    memset(&st, 0, sizeof(st));
-    for (;;) {
-        cl->editing = 1;
-        while (!cl->key_ready && !cl->finished)
-            tk_loop_run(cl->loop);
-        cl->editing = 0;
-        if (cl->finished)
-            return 0;
-        cl->key_ready = 0;
-        char c;
-        ssize_t n = read(0, &c, 1);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n <= 0)
-            return 0;
-        size_t r = mbrtowc(wc, &c, 1, &st);
-        if (r == (size_t)-2)
-            continue; /* the middle of a multi-byte character */
-        if (r == (size_t)-1)
-            *wc = (wchar_t)(unsigned char)c;
-        return 1;
-    }
+    term_keys k = {cl->loop, &cl->key_ready, &cl->finished, &cl->editing};
+    return term_read_key(&k, wc);
 }
 
 /* The prompt: "[room]> ". */

@@ -23,6 +23,7 @@
 
 #include "cli/commands.h"
 #include "cli/opts.h"
+#include "cli/term.h"
 #include "tcpkit/conn.h"
 #include "tcpkit/dial.h"
 #include "tcpkit/log.h"
@@ -81,29 +82,6 @@ static int status_for(int err)
     }
 }
 
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *s = p;
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                /* stdout shared with a non-blocking reader: wait, don't drop. */
-                fd_set set;
-                FD_ZERO(&set);
-                FD_SET(fd, &set);
-                select(fd + 1, NULL, &set, NULL, NULL);
-                continue;
-            }
-            return;
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
 /* Interactive: prints one server line above the prompt, then redraws the
  * prompt with what the user has typed so far. */
 static void show_line(client *cl, const char *s, size_t n)
@@ -120,7 +98,7 @@ static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
 {
     client *cl = tk_conn_data(c);
     if (!cl->interactive) {
-        write_all(1, data, len);
+        term_write_all(1, data, len);
         return len;
     }
     for (size_t i = 0; i < len; i++) {
@@ -266,34 +244,13 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
     }
 }
 
-/* libedit's character source: serve the network until a key is waiting,
- * then read it (decoding UTF-8). Returns 0 at end of input or when the
- * connection is over, which ends the editing session. */
+/* libedit's character source: the network is served until a key comes. */
 static int editor_getc(EditLine *el, wchar_t *wc)
 {
     client *cl;
     el_get(el, EL_CLIENTDATA, (void **)&cl);
-    mbstate_t st;
-    memset(&st, 0, sizeof(st));
-    for (;;) {
-        while (!cl->key_ready && !cl->finished)
-            tk_loop_run(cl->loop);
-        if (cl->finished)
-            return 0;
-        cl->key_ready = 0;
-        char c;
-        ssize_t n = read(0, &c, 1);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n <= 0)
-            return 0;
-        size_t r = mbrtowc(wc, &c, 1, &st);
-        if (r == (size_t)-2)
-            continue; /* the middle of a multi-byte character */
-        if (r == (size_t)-1)
-            *wc = (wchar_t)(unsigned char)c;
-        return 1;
-    }
+    term_keys k = {cl->loop, &cl->key_ready, &cl->finished, NULL};
+    return term_read_key(&k, wc);
 }
 
 static char *editor_prompt(EditLine *el)

@@ -14,6 +14,9 @@
 
 /* A room's batch is sent early once it holds this much. */
 #define BATCH_FLUSH_BYTES (64 * 1024)
+/* Batch memory a room keeps between turns: enough for a busy room's usual
+ * turn without holding 2 x 64 KiB in each of --max-rooms quiet rooms. */
+#define BATCH_KEEP_BYTES (16 * 1024)
 /* Output allowed past --max-queue for the last notice and one reply. */
 #define QUEUE_HEADROOM (64 * 1024)
 #define DEFAULT_BANNER "Welcome to tcpkit chat. Type /help for commands."
@@ -120,62 +123,77 @@ void chat_text_notice(chat_client *cl, const char *fmt, ...)
     free(b.p);
 }
 
-/* One event as a JSON line. */
-static void encode_json_event(chat_bytes *b, const char *type, const char *from, const char *to,
-                              const unsigned char *content, size_t clen, const char *room,
-                              const char *ts)
+/* One event as a JSON line, appended whole or not at all: 0 or -ENOMEM. */
+static int encode_json_event(chat_bytes *b, const char *type, const char *from, const char *to,
+                             const unsigned char *content, size_t clen, const char *room,
+                             const char *ts)
 {
-    chat_bytes_str(b, "{\"type\":\"");
-    chat_bytes_str(b, type);
-    chat_bytes_str(b, "\",\"from\":");
-    chat_bytes_json(b, (const unsigned char *)from, strlen(from));
+    size_t start = b->len;
+    int rc = chat_bytes_str(b, "{\"type\":\"");
+    rc |= chat_bytes_str(b, type);
+    rc |= chat_bytes_str(b, "\",\"from\":");
+    rc |= chat_bytes_json(b, (const unsigned char *)from, strlen(from));
     if (to) {
-        chat_bytes_str(b, ",\"to\":");
-        chat_bytes_json(b, (const unsigned char *)to, strlen(to));
+        rc |= chat_bytes_str(b, ",\"to\":");
+        rc |= chat_bytes_json(b, (const unsigned char *)to, strlen(to));
     }
-    chat_bytes_str(b, ",\"content\":");
-    chat_bytes_json(b, content, clen);
-    chat_bytes_str(b, ",\"room\":");
-    chat_bytes_json(b, (const unsigned char *)room, strlen(room));
-    chat_bytes_str(b, ",\"timestamp\":\"");
-    chat_bytes_str(b, ts);
-    chat_bytes_str(b, "\"}\n");
+    rc |= chat_bytes_str(b, ",\"content\":");
+    rc |= chat_bytes_json(b, content, clen);
+    rc |= chat_bytes_str(b, ",\"room\":");
+    rc |= chat_bytes_json(b, (const unsigned char *)room, strlen(room));
+    rc |= chat_bytes_str(b, ",\"timestamp\":\"");
+    rc |= chat_bytes_str(b, ts);
+    rc |= chat_bytes_str(b, "\"}\n");
+    if (rc) {
+        b->len = start; /* never half an event on the wire */
+        return -ENOMEM;
+    }
+    return 0;
 }
 
-/* One event as a text line: "[10:30:15] alice: hi", "* bob joined lobby"... */
-static void encode_text_event(chat_bytes *b, const char *type, const char *from,
-                              const unsigned char *content, size_t clen, int64_t ts)
+/* One event as a text line ("[10:30:15] alice: hi", "* bob joined lobby"),
+ * appended whole or not at all: 0 or -ENOMEM. */
+static int encode_text_event(chat_bytes *b, const char *type, const char *from,
+                             const unsigned char *content, size_t clen, int64_t ts)
 {
+    size_t start = b->len;
     char hms[16];
     chat_fmt_hms(ts, hms);
-    chat_bytes_add(b, "[", 1);
-    chat_bytes_str(b, hms);
+    int rc = chat_bytes_add(b, "[", 1);
+    rc |= chat_bytes_str(b, hms);
     if (strcmp(type, "chat") == 0) {
-        chat_bytes_str(b, "] ");
-        chat_bytes_str(b, from);
-        chat_bytes_str(b, ": ");
+        rc |= chat_bytes_str(b, "] ");
+        rc |= chat_bytes_str(b, from);
+        rc |= chat_bytes_str(b, ": ");
     } else if (strcmp(type, "system") == 0) {
-        chat_bytes_str(b, "] *** ");
+        rc |= chat_bytes_str(b, "] *** ");
     } else {
-        chat_bytes_str(b, "] * ");
+        rc |= chat_bytes_str(b, "] * ");
     }
-    chat_bytes_add(b, content, clen);
-    chat_bytes_add(b, "\n", 1);
+    rc |= chat_bytes_add(b, content, clen);
+    rc |= chat_bytes_add(b, "\n", 1);
+    if (rc) {
+        b->len = start;
+        return -ENOMEM;
+    }
+    return 0;
 }
 
 void chat_system(chat_client *cl, const char *text)
 {
     int64_t now = chat_now_ms();
     chat_bytes b = {0};
+    int rc;
     if (cl->mode == MODE_JSON) {
         char ts[32];
         chat_fmt_rfc3339(now, ts);
-        encode_json_event(&b, "system", "server", NULL, (const unsigned char *)text, strlen(text),
-                          "", ts);
+        rc = encode_json_event(&b, "system", "server", NULL, (const unsigned char *)text,
+                               strlen(text), "", ts);
     } else {
-        encode_text_event(&b, "system", "server", (const unsigned char *)text, strlen(text), now);
+        rc = encode_text_event(&b, "system", "server", (const unsigned char *)text, strlen(text),
+                               now);
     }
-    if (b.p)
+    if (rc == 0)
         chat_send(cl, b.p, b.len);
     free(b.p);
 }
@@ -260,18 +278,25 @@ void chat_room_event(chat_room *r, const char *type, const char *from, const uns
 {
     if (r->nmembers == 0)
         return;
+    size_t json_start = r->batch_json.len;
     if (r->nmembers > r->ntext) {
         char stamp[32];
         chat_fmt_rfc3339(ts, stamp);
-        encode_json_event(&r->batch_json, type, from, NULL, content, clen, r->name, stamp);
+        if (encode_json_event(&r->batch_json, type, from, NULL, content, clen, r->name, stamp) < 0)
+            goto nomem;
     }
-    if (r->ntext)
-        encode_text_event(&r->batch_text, type, from, content, clen, ts);
+    if (r->ntext && encode_text_event(&r->batch_text, type, from, content, clen, ts) < 0) {
+        r->batch_json.len = json_start; /* both modes get the event, or neither */
+        goto nomem;
+    }
     r->batch_events++;
     if (r->batch_json.len >= r->chat->batch_limit || r->batch_text.len >= r->chat->batch_limit)
         chat_room_flush(r);
     else
         tk_defer_queue(r->chat->loop, &r->flush);
+    return;
+nomem:
+    tk_error("chat: out of memory: a %s event in %s was not sent", type, r->name);
 }
 
 /* Hands a shared batch to one member, or drops the member if its queue is
@@ -300,8 +325,8 @@ void chat_room_flush(chat_room *r)
     tk_shared *text = r->batch_text.len ? tk_shared_new(r->batch_text.p, r->batch_text.len) : NULL;
     uint64_t events = r->batch_events;
     /* Events raised while delivering (a drop's leave notice) start a new batch. */
-    chat_bytes_reset(&r->batch_json, BATCH_FLUSH_BYTES * 2);
-    chat_bytes_reset(&r->batch_text, BATCH_FLUSH_BYTES * 2);
+    chat_bytes_reset(&r->batch_json, BATCH_KEEP_BYTES);
+    chat_bytes_reset(&r->batch_text, BATCH_KEEP_BYTES);
     r->batch_events = 0;
     uint64_t delivered = 0;
     /* Backwards: a dropped member is swapped with the last, already served. */
@@ -482,24 +507,27 @@ int chat_private(chat_client *cl, chat_client *to, const unsigned char *text, si
         chat_room_flush(to->room);
     if (to->state == ST_GONE)
         return -ENOENT;
+    int rc;
     if (to->mode == MODE_JSON) {
         char ts[32];
         chat_fmt_rfc3339(now, ts);
-        encode_json_event(&b, "private", cl->name, to->name, text, n, "", ts);
+        rc = encode_json_event(&b, "private", cl->name, to->name, text, n, "", ts);
     } else {
         char hms[16];
         chat_fmt_hms(now, hms);
-        chat_bytes_add(&b, "[", 1);
-        chat_bytes_str(&b, hms);
-        chat_bytes_str(&b, "] ");
-        chat_bytes_str(&b, cl->name);
-        chat_bytes_str(&b, " -> you: ");
-        chat_bytes_add(&b, text, n);
-        chat_bytes_add(&b, "\n", 1);
+        rc = chat_bytes_add(&b, "[", 1);
+        rc |= chat_bytes_str(&b, hms);
+        rc |= chat_bytes_str(&b, "] ");
+        rc |= chat_bytes_str(&b, cl->name);
+        rc |= chat_bytes_str(&b, " -> you: ");
+        rc |= chat_bytes_add(&b, text, n);
+        rc |= chat_bytes_add(&b, "\n", 1);
     }
-    if (b.p)
+    if (rc == 0)
         chat_send(to, b.p, b.len);
     free(b.p);
+    if (rc)
+        return -ENOMEM;
     cl->chat->n_private++;
     cl->chat->n_deliveries++;
     return 0;
@@ -567,9 +595,8 @@ static void drop_slow(chat_client *cl)
         chat_bytes b = {0};
         static const char text[] = "too slow: disconnected (output queue full)";
         chat_fmt_rfc3339(chat_now_ms(), ts);
-        encode_json_event(&b, "system", "server", NULL, (const unsigned char *)text,
-                          sizeof(text) - 1, "", ts);
-        if (b.p)
+        if (encode_json_event(&b, "system", "server", NULL, (const unsigned char *)text,
+                              sizeof(text) - 1, "", ts) == 0)
             (void)tk_conn_write(cl->conn, b.p, b.len);
         free(b.p);
     } else {
