@@ -104,6 +104,32 @@ void tk_conn_write_commit(tk_conn *c, size_t used);
 /* Queues a reference to a shared chunk (no copy); same returns. */
 int tk_conn_write_shared(tk_conn *c, tk_shared *s);
 
+/* An open file whose byte ranges can be queued on connections and sent with
+ * sendfile(), never copied through user memory. Reference-counted; not
+ * thread-safe: one loop uses it. */
+typedef struct tk_file tk_file;
+
+/* Wraps fd (taken over) with one reference; NULL (fd closed) when out of
+ * memory. */
+tk_file *tk_file_new(int fd);
+
+/* Adds a reference and returns f. */
+tk_file *tk_file_ref(tk_file *f);
+
+/* Drops a reference; the last one closes the descriptor. NULL is ignored. */
+void tk_file_unref(tk_file *f);
+
+/* The descriptor (still owned by f). */
+int tk_file_fd(const tk_file *f);
+
+/* Queues len bytes of f starting at offset off, after what is queued
+ * already; they are sent with sendfile(). They count in tk_conn_pending()
+ * and the stall timer but not against high_water or max_output, since no
+ * memory holds them. If the file ends before the range does, the connection
+ * is closed (TK_CLOSE_ERROR, -ENODATA). Returns 0, -EPIPE if closing or
+ * half-closed, or -ENOMEM (then closed). */
+int tk_conn_write_file(tk_conn *c, tk_file *f, uint64_t off, size_t len);
+
 /* Output bytes queued and not yet accepted by the kernel. */
 size_t tk_conn_pending(const tk_conn *c);
 

@@ -7,6 +7,7 @@
 int cmd_serve(int argc, char **argv);
 int cmd_echo_server(int argc, char **argv);
 int cmd_chat_server(int argc, char **argv);
+int cmd_file_server(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

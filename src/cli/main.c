@@ -14,6 +14,7 @@ static const command commands[] = {
     {"serve", cmd_serve, "run the main services (echo, chat) with default settings"},
     {"echo-server", cmd_echo_server, "line, length-prefixed or JSON echo over TCP; UDP echo"},
     {"chat-server", cmd_chat_server, "multi-user chat: rooms, private messages, history, accounts"},
+    {"file-server", cmd_file_server, "serve a directory: downloads, uploads, listing, resume"},
     {"connect", cmd_connect, "interactive or piped client (the netcat of the kit)"},
     {"chat", cmd_chat, "chat client: interactive on a terminal, JSON lines when piped"},
     {"bench", cmd_bench, "closed-loop load generator with latency percentiles"},

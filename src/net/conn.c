@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -37,12 +38,52 @@ enum {
     F_REDELIVER = 1u << 9,    /* input held while paused is handed over again */
 };
 
+/* A reference-counted open file, for ranges queued with tk_conn_write_file. */
+struct tk_file {
+    int fd;
+    unsigned refs;
+};
+
+tk_file *tk_file_new(int fd)
+{
+    tk_file *f = malloc(sizeof(*f));
+    if (!f) {
+        close(fd);
+        return NULL;
+    }
+    f->fd = fd;
+    f->refs = 1;
+    return f;
+}
+
+tk_file *tk_file_ref(tk_file *f)
+{
+    f->refs++;
+    return f;
+}
+
+void tk_file_unref(tk_file *f)
+{
+    if (f && --f->refs == 0) {
+        close(f->fd);
+        free(f);
+    }
+}
+
+int tk_file_fd(const tk_file *f)
+{
+    return f->fd;
+}
+
+/* An output chunk: bytes in data[], a shared chunk, or a range of a file. */
 typedef struct tk_chunk {
     struct tk_chunk *next;
-    tk_shared *shared; /* NULL: bytes live in data[] */
-    size_t sent;       /* bytes of this chunk already written */
-    size_t len;        /* bytes in this chunk */
-    size_t cap;        /* room in data[] */
+    tk_shared *shared; /* bytes live in the shared chunk */
+    tk_file *file;     /* bytes are file[foff .. foff + len) */
+    uint64_t foff;
+    size_t sent; /* bytes of this chunk already written */
+    size_t len;  /* bytes in this chunk */
+    size_t cap;  /* room in data[] */
     unsigned char data[];
 } tk_chunk;
 
@@ -81,7 +122,8 @@ static void cache_key_create(void)
 static void chunk_free(tk_chunk *ch)
 {
     tk_shared_unref(ch->shared);
-    if (!ch->shared && ch->cap == TK_CHUNK_DATA && chunk_cached < TK_CHUNK_CACHE) {
+    tk_file_unref(ch->file);
+    if (!ch->shared && !ch->file && ch->cap == TK_CHUNK_DATA && chunk_cached < TK_CHUNK_CACHE) {
         if (!cache_registered) {
             pthread_once(&cache_once, cache_key_create);
             (void)pthread_setspecific(cache_key, &cache_registered);
@@ -106,7 +148,8 @@ struct tk_conn {
     tk_buf in;
     tk_chunk *out_head;
     tk_chunk *out_tail;
-    size_t out_bytes;
+    size_t out_bytes; /* queued bytes, file ranges included */
+    size_t out_mem;   /* queued bytes held in memory: what the limits count */
     unsigned flags;
     tk_close_reason reason;
     int close_err;
@@ -310,6 +353,7 @@ static void free_output(tk_conn *c)
     }
     c->out_head = c->out_tail = NULL;
     c->out_bytes = 0;
+    c->out_mem = 0;
 }
 
 void tk_conn_close(tk_conn *c, tk_close_reason why, int err)
@@ -359,6 +403,8 @@ static void release_sent(tk_conn *c, size_t n)
     while (c->out_head) {
         tk_chunk *ch = c->out_head;
         size_t left = ch->len - ch->sent;
+        if (!ch->file)
+            c->out_mem -= n < left ? n : left;
         if (n < left) {
             ch->sent += n;
             return;
@@ -376,31 +422,64 @@ static const unsigned char *chunk_bytes(const tk_chunk *ch)
     return ch->shared ? tk_shared_data(ch->shared) : ch->data;
 }
 
+/* Sends the file range at the head of the queue with sendfile(): the bytes
+ * go from the page cache to the socket without passing through this
+ * process. Returns what sendfile() returned; a file that ends before the
+ * range does is an error (-ENODATA in errno terms). */
+static ssize_t send_file_chunk(tk_conn *c, size_t *total)
+{
+    tk_chunk *ch = c->out_head;
+    off_t off = (off_t)(ch->foff + ch->sent);
+    size_t want = ch->len - ch->sent;
+    if (want > 0x7ffff000)
+        want = 0x7ffff000; /* the most one sendfile() call moves */
+    *total = want;
+    ssize_t w = sendfile(c->io.fd, ch->file->fd, &off, want);
+    if (w == 0) {
+        errno = ENODATA;
+        return -1;
+    }
+    return w;
+}
+
+/* Gathers the memory chunks at the head of the queue (up to the first file
+ * range) and sends them in one call; when a file range follows, MSG_MORE
+ * keeps a frame header in the same segment as the file bytes after it. */
+static ssize_t send_memory_chunks(tk_conn *c, size_t *total)
+{
+    struct iovec iov[TK_IOV_MAX];
+    int n = 0;
+    int more = 0;
+    *total = 0;
+    for (tk_chunk *ch = c->out_head; ch && n < TK_IOV_MAX; ch = ch->next) {
+        if (ch->file) {
+            more = 1;
+            break;
+        }
+        iov[n].iov_base = (void *)(chunk_bytes(ch) + ch->sent);
+        iov[n].iov_len = ch->len - ch->sent;
+        *total += iov[n].iov_len;
+        n++;
+    }
+    if (*total == 0)
+        return 0;
+    int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0);
+    if (n == 1) /* the usual case, one chunk: send() spares the kernel a msghdr */
+        return send(c->io.fd, iov[0].iov_base, iov[0].iov_len, flags);
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    return sendmsg(c->io.fd, &msg, flags);
+}
+
 /* Writes as much queued output as the kernel takes, in as few calls as it can. */
 static void flush(tk_conn *c)
 {
     uint64_t now = tk_loop_now(c->loop);
     while (c->out_head) {
-        struct iovec iov[TK_IOV_MAX];
-        int n = 0;
-        size_t total = 0;
-        for (tk_chunk *ch = c->out_head; ch && n < TK_IOV_MAX; ch = ch->next) {
-            iov[n].iov_base = (void *)(chunk_bytes(ch) + ch->sent);
-            iov[n].iov_len = ch->len - ch->sent;
-            total += iov[n].iov_len;
-            n++;
-        }
+        size_t total;
+        ssize_t w = c->out_head->file ? send_file_chunk(c, &total) : send_memory_chunks(c, &total);
         if (total == 0) {
             release_sent(c, 0); /* only empty chunks: nothing to send */
             continue;
-        }
-        ssize_t w;
-        if (n == 1) {
-            /* The usual case, one chunk: send() spares the kernel a msghdr. */
-            w = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } else {
-            struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-            w = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         }
         if (w < 0) {
             if (errno == EINTR)
@@ -440,7 +519,7 @@ static void flush(tk_conn *c)
         if (c->flags & F_CLOSED)
             return;
     }
-    if ((c->flags & F_PAUSE_OUTPUT) && c->out_bytes <= c->lim.low_water)
+    if ((c->flags & F_PAUSE_OUTPUT) && c->out_mem <= c->lim.low_water)
         c->flags &= ~F_PAUSE_OUTPUT;
     update_interest(c);
 }
@@ -480,13 +559,13 @@ unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
 {
     if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
         return NULL;
-    if (c->out_bytes + n > c->lim.max_output) {
+    if (c->out_mem + n > c->lim.max_output) {
         tk_debug("dropping client: output over %zu bytes", c->lim.max_output);
         tk_conn_close(c, TK_CLOSE_LIMIT, -ENOBUFS);
         return NULL;
     }
     tk_chunk *tail = c->out_tail;
-    if (tail && !tail->shared && tail->cap - tail->len >= n)
+    if (tail && !tail->shared && !tail->file && tail->cap - tail->len >= n)
         return tail->data + tail->len;
     tk_chunk *ch = chunk_new(n);
     if (!ch) {
@@ -495,6 +574,7 @@ unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
     }
     ch->next = NULL;
     ch->shared = NULL;
+    ch->file = NULL;
     ch->sent = ch->len = 0;
     if (tail)
         tail->next = ch;
@@ -504,14 +584,17 @@ unsigned char *tk_conn_write_reserve(tk_conn *c, size_t n)
     return ch->data;
 }
 
-/* Bookkeeping after bytes were queued: schedule the flush, apply backpressure. */
-static void queued(tk_conn *c, size_t n)
+/* Bookkeeping after bytes were queued: schedule the flush, apply
+ * backpressure (memory bytes only: a file range holds no memory). */
+static void queued(tk_conn *c, size_t n, int in_memory)
 {
     if (c->out_bytes == 0)
         c->stall_since_ms = tk_loop_now(c->loop);
     c->out_bytes += n;
+    if (in_memory)
+        c->out_mem += n;
     tk_defer_queue(c->loop, &c->defer);
-    if (c->out_bytes >= c->lim.high_water && !(c->flags & F_PAUSE_OUTPUT)) {
+    if (c->out_mem >= c->lim.high_water && !(c->flags & F_PAUSE_OUTPUT)) {
         c->flags |= F_PAUSE_OUTPUT;
         update_interest(c);
     }
@@ -522,7 +605,7 @@ void tk_conn_write_commit(tk_conn *c, size_t used)
     if (used == 0 || !c->out_tail)
         return;
     c->out_tail->len += used;
-    queued(c, used);
+    queued(c, used, 1);
 }
 
 int tk_conn_write(tk_conn *c, const void *p, size_t n)
@@ -537,31 +620,62 @@ int tk_conn_write(tk_conn *c, const void *p, size_t n)
     return 0;
 }
 
-int tk_conn_write_shared(tk_conn *c, tk_shared *s)
+/* Appends a chunk that refers to bytes held elsewhere (a shared chunk or a
+ * file); the caller sets what it refers to. NULL (connection closed) when
+ * out of memory. */
+static tk_chunk *append_ref_chunk(tk_conn *c)
 {
-    size_t n = tk_shared_len(s);
-    if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
-        return -EPIPE;
-    if (c->out_bytes + n > c->lim.max_output) {
-        tk_conn_close(c, TK_CLOSE_LIMIT, -ENOBUFS);
-        return -ENOBUFS;
-    }
     tk_chunk *ch = malloc(sizeof(*ch));
     if (!ch) {
         tk_conn_close(c, TK_CLOSE_ERROR, -ENOMEM);
-        return -ENOMEM;
+        return NULL;
     }
     ch->cap = 0;
     ch->next = NULL;
-    ch->shared = tk_shared_ref(s);
+    ch->shared = NULL;
+    ch->file = NULL;
+    ch->foff = 0;
     ch->sent = 0;
-    ch->len = n;
+    ch->len = 0;
     if (c->out_tail)
         c->out_tail->next = ch;
     else
         c->out_head = ch;
     c->out_tail = ch;
-    queued(c, n);
+    return ch;
+}
+
+int tk_conn_write_shared(tk_conn *c, tk_shared *s)
+{
+    size_t n = tk_shared_len(s);
+    if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
+        return -EPIPE;
+    if (c->out_mem + n > c->lim.max_output) {
+        tk_conn_close(c, TK_CLOSE_LIMIT, -ENOBUFS);
+        return -ENOBUFS;
+    }
+    tk_chunk *ch = append_ref_chunk(c);
+    if (!ch)
+        return -ENOMEM;
+    ch->shared = tk_shared_ref(s);
+    ch->len = n;
+    queued(c, n, 1);
+    return 0;
+}
+
+int tk_conn_write_file(tk_conn *c, tk_file *f, uint64_t off, size_t len)
+{
+    if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
+        return -EPIPE;
+    if (len == 0)
+        return 0;
+    tk_chunk *ch = append_ref_chunk(c);
+    if (!ch)
+        return -ENOMEM;
+    ch->file = tk_file_ref(f);
+    ch->foff = off;
+    ch->len = len;
+    queued(c, len, 0);
     return 0;
 }
 

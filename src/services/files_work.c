@@ -1,0 +1,366 @@
+/* Worker threads for digests and upload completion, and the digest cache. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "files_work.h"
+#include "tcpkit/log.h"
+
+/* Digests remembered: files served again are not read again. */
+#define CACHE_SLOTS 1024
+/* Bytes read per pread while hashing. */
+#define HASH_BLOCK (1024 * 1024)
+
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    struct timespec ctime;
+    int used;
+    unsigned char digest[TK_FRAME_DIGEST];
+} cache_slot;
+
+struct files_work {
+    pthread_t *threads;
+    unsigned nthreads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    files_job *queue_head;
+    files_job *queue_tail;
+    files_job *all; /* every job not yet delivered */
+    int stopping;
+    pthread_mutex_t cache_mu;
+    cache_slot cache[CACHE_SLOTS];
+};
+
+static int same_file(const cache_slot *c, const struct stat *st)
+{
+    return c->used && c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
+           c->mtime.tv_sec == st->st_mtim.tv_sec && c->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           c->ctime.tv_sec == st->st_ctim.tv_sec && c->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+static unsigned slot_of(const struct stat *st)
+{
+    uint64_t h = (uint64_t)st->st_ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)st->st_dev;
+    return (unsigned)(h >> 32) % CACHE_SLOTS;
+}
+
+int files_digest_cached(files_work *w, const struct stat *st, unsigned char *digest)
+{
+    pthread_mutex_lock(&w->cache_mu);
+    cache_slot *c = &w->cache[slot_of(st)];
+    int hit = same_file(c, st);
+    if (hit)
+        memcpy(digest, c->digest, TK_FRAME_DIGEST);
+    pthread_mutex_unlock(&w->cache_mu);
+    return hit;
+}
+
+static void cache_put(files_work *w, const struct stat *st, const unsigned char *digest)
+{
+    pthread_mutex_lock(&w->cache_mu);
+    cache_slot *c = &w->cache[slot_of(st)];
+    c->dev = st->st_dev;
+    c->ino = st->st_ino;
+    c->size = st->st_size;
+    c->mtime = st->st_mtim;
+    c->ctime = st->st_ctim;
+    c->used = 1;
+    memcpy(c->digest, digest, TK_FRAME_DIGEST);
+    pthread_mutex_unlock(&w->cache_mu);
+}
+
+int files_sha256_fd(int fd, atomic_int *cancelled, unsigned char digest[TK_FRAME_DIGEST])
+{
+    unsigned char *buf = malloc(HASH_BLOCK);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = 0;
+    if (!buf || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    off_t off = 0;
+    for (;;) {
+        if (cancelled && atomic_load(cancelled)) {
+            rc = -ECANCELED;
+            goto out;
+        }
+        ssize_t r = pread(fd, buf, HASH_BLOCK, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        if (EVP_DigestUpdate(md, buf, (size_t)r) != 1) {
+            rc = -EIO;
+            goto out;
+        }
+        off += r;
+    }
+    unsigned len = 0;
+    if (EVP_DigestFinal_ex(md, digest, &len) != 1 || len != TK_FRAME_DIGEST)
+        rc = -EIO;
+out:
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return rc;
+}
+
+static void run_digest(files_work *w, files_job *j)
+{
+    struct stat before, after;
+    if (fstat(j->fd, &before) < 0) {
+        j->err = TK_FERR_IO;
+        return;
+    }
+    if (files_digest_cached(w, &before, j->digest))
+        return;
+    int rc = files_sha256_fd(j->fd, &j->cancelled, j->digest);
+    if (rc == -ECANCELED)
+        return;
+    if (rc < 0) {
+        j->err = TK_FERR_IO;
+        return;
+    }
+    /* Only a file that did not change while it was read gets cached. */
+    if (fstat(j->fd, &after) == 0 && same_file(&(cache_slot){.dev = before.st_dev,
+                                                             .ino = before.st_ino,
+                                                             .size = before.st_size,
+                                                             .mtime = before.st_mtim,
+                                                             .ctime = before.st_ctim,
+                                                             .used = 1},
+                                               &after))
+        cache_put(w, &after, j->digest);
+    else
+        j->err = TK_FERR_CHANGED;
+}
+
+static void run_finish(files_work *w, files_job *j)
+{
+    int rc = files_sha256_fd(j->fd, NULL, j->digest);
+    if (rc < 0) {
+        j->err = TK_FERR_IO;
+        return;
+    }
+    if (memcmp(j->digest, j->want, TK_FRAME_DIGEST) != 0) {
+        (void)unlinkat(j->dirfd, j->part, 0);
+        j->err = TK_FERR_DIGEST;
+        return;
+    }
+    if (fdatasync(j->fd) < 0) {
+        j->err = TK_FERR_IO;
+        return;
+    }
+    if (renameat2(j->dirfd, j->part, j->dirfd, j->final, j->overwrite ? 0 : RENAME_NOREPLACE) < 0) {
+        j->err = errno == EEXIST ? TK_FERR_EXISTS : TK_FERR_IO;
+        if (errno == EEXIST)
+            (void)unlinkat(j->dirfd, j->part, 0);
+        return;
+    }
+    (void)fsync(j->dirfd); /* the new name itself must survive a crash */
+    struct stat st;
+    if (fstat(j->fd, &st) == 0)
+        cache_put(w, &st, j->digest);
+}
+
+static void unlink_all(files_work *w, files_job *j)
+{
+    if (j->all_prev)
+        j->all_prev->all_next = j->all_next;
+    else
+        w->all = j->all_next;
+    if (j->all_next)
+        j->all_next->all_prev = j->all_prev;
+}
+
+static void free_job(files_job *j)
+{
+    if (j->fd >= 0)
+        close(j->fd);
+    if (j->dirfd >= 0)
+        close(j->dirfd);
+    free(j);
+}
+
+/* On the job's loop: report, then free. */
+static void deliver(tk_loop *loop, void *arg)
+{
+    (void)loop;
+    files_job *j = arg;
+    files_work *w = j->work;
+    pthread_mutex_lock(&w->mu);
+    unlink_all(w, j);
+    pthread_mutex_unlock(&w->mu);
+    if (j->owner)
+        j->done(j, j->owner);
+    free_job(j);
+}
+
+static void *worker(void *arg)
+{
+    files_work *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->queue_head && !w->stopping)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->stopping)
+            break;
+        files_job *j = w->queue_head;
+        w->queue_head = j->next;
+        if (!w->queue_head)
+            w->queue_tail = NULL;
+        pthread_mutex_unlock(&w->mu);
+        if (j->kind == JOB_DIGEST)
+            run_digest(w, j);
+        else
+            run_finish(w, j);
+        if (tk_loop_post(j->loop, deliver, j) < 0)
+            tk_error("files: cannot report a finished job to its loop (out of memory)");
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+int files_work_start(unsigned n, files_work **out)
+{
+    files_work *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->threads = calloc(n, sizeof(*w->threads));
+    if (!w->threads) {
+        free(w);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->cache_mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    /* Threads are born with every signal blocked: signals belong to the
+     * application's main loop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = 0;
+    for (unsigned i = 0; i < n && !err; i++) {
+        err = pthread_create(&w->threads[i], NULL, worker, w);
+        if (!err)
+            w->nthreads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        files_work_stop(w);
+        return -err;
+    }
+    *out = w;
+    return 0;
+}
+
+void files_work_stop(files_work *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (unsigned i = 0; i < w->nthreads; i++)
+        pthread_join(w->threads[i], NULL);
+    /* Jobs still queued, or posted to loops that no longer run. */
+    files_job *j = w->all;
+    while (j) {
+        files_job *next = j->all_next;
+        free_job(j);
+        j = next;
+    }
+    pthread_mutex_destroy(&w->mu);
+    pthread_mutex_destroy(&w->cache_mu);
+    pthread_cond_destroy(&w->cv);
+    free(w->threads);
+    free(w);
+}
+
+static files_job *job_new(files_work *w, tk_loop *loop, files_job_kind kind, int fd,
+                          files_job_done done, void *owner)
+{
+    files_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    j->dirfd = -1;
+    if (j->fd < 0) {
+        free(j);
+        return NULL;
+    }
+    j->work = w;
+    j->loop = loop;
+    j->kind = kind;
+    j->done = done;
+    j->owner = owner;
+    atomic_init(&j->cancelled, 0);
+    return j;
+}
+
+static void submit(files_work *w, files_job *j)
+{
+    pthread_mutex_lock(&w->mu);
+    j->all_prev = NULL;
+    j->all_next = w->all;
+    if (w->all)
+        w->all->all_prev = j;
+    w->all = j;
+    j->next = NULL;
+    if (w->queue_tail)
+        w->queue_tail->next = j;
+    else
+        w->queue_head = j;
+    w->queue_tail = j;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+files_job *files_digest_start(files_work *w, tk_loop *loop, int fd, files_job_done done,
+                              void *owner)
+{
+    files_job *j = job_new(w, loop, JOB_DIGEST, fd, done, owner);
+    if (j)
+        submit(w, j);
+    return j;
+}
+
+files_job *files_finish_start(files_work *w, tk_loop *loop, int fd, int dirfd, const char *part,
+                              const char *final, int overwrite,
+                              const unsigned char want[TK_FRAME_DIGEST], files_job_done done,
+                              void *owner)
+{
+    files_job *j = job_new(w, loop, JOB_FINISH, fd, done, owner);
+    if (!j)
+        return NULL;
+    j->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    if (j->dirfd < 0) {
+        free_job(j);
+        return NULL;
+    }
+    snprintf(j->part, sizeof(j->part), "%s", part);
+    snprintf(j->final, sizeof(j->final), "%s", final);
+    j->overwrite = overwrite;
+    memcpy(j->want, want, TK_FRAME_DIGEST);
+    submit(w, j);
+    return j;
+}
+
+void files_job_cancel(files_job *j)
+{
+    j->owner = NULL;
+    atomic_store(&j->cancelled, 1);
+}
