@@ -5,11 +5,15 @@
 #         and the goroutine-per-connection Go server the tutorials teach.
 #   chat: fan-out of tcpkit's chat-server (JSON mode, history on) against
 #         Redis pub/sub and the channel-hub Go chat server the tutorials teach.
+#   files: downloads of a 1 GiB file and of four 256 MiB files from tcpkit's
+#         file-server (protocols 1 and 2) against nginx, with iperf3 as the
+#         ceiling of one TCP stream over loopback.
 #
 #   BENCH_SECONDS       measured seconds per load run (default 5, fractions ok)
 #   BENCH_ROUNDS        runs of each scenario per server; the median is shown (3)
 #   BENCH_IDLE_CONNS    connections held open for the memory scenario (10000)
-#   BENCH_SECTIONS      which parts to run ("echo chat")
+#   BENCH_SECTIONS      which parts to run ("echo chat files")
+#   BENCH_FILES_THREADS threads of tcpkit's file-server and nginx workers (1)
 #
 # Everything listens on 127.0.0.1 only, every wait has a deadline, and every
 # process started here is stopped by its PID on exit.
@@ -24,10 +28,14 @@ ROUNDS=${BENCH_ROUNDS:-3}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
 [[ $SECS =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "bench: BENCH_SECONDS must be a number" >&2; exit 2; }
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
-SECTIONS=" ${BENCH_SECTIONS:-echo chat} "
+SECTIONS=" ${BENCH_SECTIONS:-echo chat files} "
 for s in $SECTIONS; do
-    [[ $s == echo || $s == chat ]] || { echo "bench: BENCH_SECTIONS takes echo and chat" >&2; exit 2; }
+    [[ $s == echo || $s == chat || $s == files ]] ||
+        { echo "bench: BENCH_SECTIONS takes echo, chat and files" >&2; exit 2; }
 done
+FILES_THREADS=${BENCH_FILES_THREADS:-1}
+[[ $FILES_THREADS =~ ^[1-9][0-9]*$ ]] ||
+    { echo "bench: BENCH_FILES_THREADS must be a positive integer" >&2; exit 2; }
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 THREADS=$(nproc)
 READY_TIMEOUT=15 # seconds a server gets to print its "listening on" line
@@ -35,6 +43,7 @@ SERVERS="floor tcpkit go"
 
 declare -A PID PORT DRAIN
 HELPER_PID=""
+FILES_TMP="" # tmpfs directory the file downloads go to, removed on exit
 FAILED=0
 
 log() { printf '%s\n' "$*" >&2; }
@@ -48,6 +57,9 @@ cleanup() {
     for name in "${!PID[@]}"; do
         stop_server "$name"
     done
+    if [ -n "$FILES_TMP" ]; then
+        rm -rf "$FILES_TMP"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -89,8 +101,8 @@ for prog in go_echo go_hub; do
     )
 done
 
-# Starts a server on 127.0.0.1:0 and waits for its "listening on" line;
-# its output goes on to bench/out/NAME.log.
+# Starts a server on 127.0.0.1:0 (iperf3: on port $2) and waits for its
+# "listening on" line; its output goes on to bench/out/NAME.log.
 start_server() {
     local name=$1 fifo="$OUT/$1.fifo" line="" fd port="" t0=$SECONDS
     local -a cmd
@@ -103,6 +115,13 @@ start_server() {
             --max-clients 0 --db "$CHAT_DB/bench.db" --log-level warn)
         ;;
     gohub) cmd=(env GOMAXPROCS="$THREADS" "$OUT/go_hub" -listen 127.0.0.1:0) ;;
+    files)
+        cmd=("$TCPKIT" file-server --root "$FILES_DIR" --listen 127.0.0.1:0
+            --threads "$FILES_THREADS" --log-level warn)
+        ;;
+    # One test, then it exits; --forceflush, or its "Server listening on
+    # PORT" line sits in a buffer.
+    iperf3) cmd=(iperf3 -s -1 -B 127.0.0.1 -p "$2" --forceflush) ;;
     esac
     rm -f "$fifo"
     mkfifo "$fifo"
@@ -111,8 +130,8 @@ start_server() {
     exec {fd}<"$fifo"
     while [ $((SECONDS - t0)) -lt "$READY_TIMEOUT" ]; do
         IFS= read -r -t "$READY_TIMEOUT" -u "$fd" line || break
-        if [[ $line =~ listening\ on\ .*:([0-9]+) ]]; then
-            port=${BASH_REMATCH[1]}
+        if [[ $line =~ listening\ on\ ([^\ ]*:)?([0-9]+) ]]; then
+            port=${BASH_REMATCH[2]}
             break
         fi
         printf '%s\n' "$line" >>"$OUT/$name.log"
@@ -177,9 +196,11 @@ rss_kb() {
 RUNS="$OUT/runs.jsonl"
 MEM="$OUT/memory.jsonl"
 CHAT="$OUT/chat.jsonl"
+FILES="$OUT/files.jsonl"
 : >"$RUNS"
 : >"$MEM"
 : >"$CHAT"
+: >"$FILES"
 
 # One load run: scenario name, server, connections, pipeline depth, round.
 bench_one() {
@@ -312,6 +333,335 @@ if section chat; then
     fi
 fi
 
+# File transfer over loopback: how close tcpkit's file-server gets to one
+# TCP stream's ceiling (iperf3, memory to memory) and to nginx serving the
+# same file with sendfile. The files are random bytes under bench/out/files/,
+# written once and read through the page cache. Downloads of one file go to
+# /dev/null, of several files into a tmpfs directory, the same for every
+# client, so no disk is measured. Clients are timed from start to exit on the
+# monotonic clock: rate = bytes * 8 / seconds.
+FILES_DIR=$OUT/files
+FILES_BIG=big.bin
+FILES_BIG_BYTES=$((1 << 30))
+FILES_PARTS="part1.bin part2.bin part3.bin part4.bin"
+FILES_PART_BYTES=$((1 << 28))
+FILES_LIMIT=120 # seconds one download may take
+FILES_TCPKIT=0  # 1 once build/tcpkit has file-server and get
+NGINX=""
+GET=() # set by tcpkit_get
+
+# Writes N random bytes to bench/out/files/NAME unless it already has that size.
+files_make() {
+    local path=$FILES_DIR/$1 bytes=$2
+    [ "$(stat -c %s "$path" 2>/dev/null || echo 0)" != "$bytes" ] || return 0
+    log "bench: writing $bytes random bytes to bench/out/files/$1"
+    head -c "$bytes" /dev/urandom >"$path.tmp"
+    mv "$path.tmp" "$path"
+}
+
+# timed FILE COMMAND...: runs COMMAND with its stdout in FILE and a deadline
+# of FILES_LIMIT seconds, prints the seconds it took (monotonic clock) and
+# exits with its status (124 past the deadline, 128+N on signal N).
+TIMED_PY='
+import subprocess, sys, time
+limit, out, cmd = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
+with open(out, "wb") as f:
+    t0 = time.monotonic()
+    try:
+        rc = subprocess.run(cmd, stdout=f, timeout=limit).returncode
+    except subprocess.TimeoutExpired:
+        rc = 124
+    print("%.6f" % (time.monotonic() - t0))
+sys.exit(rc if rc >= 0 else 128 - rc)
+'
+timed() {
+    python3 -c "$TIMED_PY" "$FILES_LIMIT" "$@"
+}
+
+# Total size of the named files in DIR (a missing one counts 0).
+files_got() {
+    local dir=$1 total=0 size f
+    shift
+    for f in "$@"; do
+        size=$(stat -c %s "$dir/$f" 2>/dev/null || echo 0)
+        total=$((total + size))
+    done
+    echo "$total"
+}
+
+# nginx cannot report the port it bound either: like redis it gets one that
+# was free a moment ago, and is ready once it serves the big file.
+start_nginx() {
+    local port attempt t0 conf=$OUT/nginx/nginx.conf user=""
+    mkdir -p "$OUT/nginx"
+    # As root the workers would switch to nobody, who may not reach the files.
+    [ "$(id -u)" != 0 ] || user="user $(id -un) $(id -gn);"
+    for attempt in 1 2 3; do
+        port=$("$OUT/fanout" --free-port)
+        cat >"$conf" <<EOF
+$user
+worker_processes $FILES_THREADS;
+daemon off;
+pid "$OUT/nginx/nginx.pid";
+error_log stderr warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path "$OUT/nginx/body";
+    proxy_temp_path "$OUT/nginx/proxy";
+    fastcgi_temp_path "$OUT/nginx/fastcgi";
+    uwsgi_temp_path "$OUT/nginx/uwsgi";
+    scgi_temp_path "$OUT/nginx/scgi";
+    server {
+        listen 127.0.0.1:$port;
+        root "$FILES_DIR";
+    }
+}
+EOF
+        "$NGINX" -p "$OUT/nginx/" -c "$conf" -e stderr >>"$OUT/nginx.log" 2>&1 &
+        PID[nginx]=$!
+        t0=$SECONDS
+        while [ $((SECONDS - t0)) -lt "$READY_TIMEOUT" ] && kill -0 "${PID[nginx]}" 2>/dev/null; do
+            if curl -sfI --max-time 2 -o /dev/null "http://127.0.0.1:$port/$FILES_BIG"; then
+                PORT[nginx]=$port
+                return 0
+            fi
+            sleep 0.1
+        done
+        stop_server nginx
+        log "bench: nginx did not serve on port $port (attempt $attempt, see bench/out/nginx.log)"
+    done
+    return 1
+}
+
+# iperf3's server takes one test and exits, so every run starts one, on a
+# port that was free a moment ago (another if something took it meanwhile).
+start_iperf3() {
+    local attempt
+    for attempt in 1 2 3; do
+        start_server iperf3 "$("$OUT/fanout" --free-port)" && return 0
+        stop_server iperf3
+        log "bench: iperf3 could not listen (attempt $attempt, see bench/out/iperf3.log)"
+    done
+    return 1
+}
+
+# Writes and deletes 1.25 GiB in tmpfs just before a download into it. A VM
+# may hand memory the guest freed back to the host a few seconds later, and
+# the next writes into it then fault it back in at a fifth of the speed
+# (measured here: 0.6-0.8 against 3.5-3.8 GB/s): without this, whether a
+# download paid for that depended on how long ago the previous one ended.
+tmpfs_prime() {
+    head -c $((FILES_BIG_BYTES + FILES_BIG_BYTES / 4)) /dev/zero >"$FILES_TMP/prime"
+    rm -f "$FILES_TMP/prime"
+}
+
+# tcpkit get's command line for a contender and a scenario; one file goes
+# to stdout, several into DIR.
+tcpkit_get() {
+    local label=$1 scenario=$2 dir=$3
+    GET=("$TCPKIT" get)
+    [ "$label" = tcpkit-v2 ] || GET+=(--protocol 1)
+    if [ "$scenario" = 1G ]; then
+        GET+=("127.0.0.1:${PORT[files]}" "$FILES_BIG" -o - --quiet)
+    else
+        # shellcheck disable=SC2206 # the names are split on purpose
+        GET+=("127.0.0.1:${PORT[files]}" $FILES_PARTS -o "$dir" --quiet)
+    fi
+}
+
+# Untimed, before the rounds: every tcpkit download that is timed later,
+# once, into tmpfs and compared byte for byte with the original.
+files_check() {
+    local run label scenario dir=$FILES_TMP/check rc f
+    for run in tcpkit-v1:1G tcpkit-v2:1G tcpkit-v2:4x256M; do
+        label=${run%%:*}
+        scenario=${run#*:}
+        mkdir -p "$dir"
+        tcpkit_get "$label" "$scenario" "$dir"
+        rc=0
+        if [ "$scenario" = 1G ]; then
+            timed "$dir/$FILES_BIG" "${GET[@]}" >/dev/null || rc=$?
+            [ "$rc" -ne 0 ] || cmp -s "$dir/$FILES_BIG" "$FILES_DIR/$FILES_BIG" || rc=1
+        else
+            tmpfs_prime
+            timed /dev/null "${GET[@]}" >/dev/null || rc=$?
+            for f in $FILES_PARTS; do
+                [ "$rc" -ne 0 ] || cmp -s "$dir/$f" "$FILES_DIR/$f" || rc=1
+            done
+        fi
+        rm -rf "$dir"
+        if [ "$rc" -ne 0 ]; then
+            log "bench: files: $label $scenario check failed (exit $rc, or the bytes differ)"
+            FAILED=1
+        fi
+    done
+}
+
+# The words of $1 in reverse order.
+reversed() {
+    local w out=""
+    for w in $1; do
+        out="$w $out"
+    done
+    echo "$out"
+}
+
+# One download: scenario (1G or 4x256M), contender, round.
+files_one() {
+    local scenario=$1 label=$2 round=$3 rc=0 secs="" bytes got=0 gbps=0 conns f sink=null received=""
+    local dir=$FILES_TMP/$2 report=$FILES_TMP/report
+    local -a names cmd
+    if [ "$scenario" = 1G ]; then
+        names=("$FILES_BIG")
+        bytes=$FILES_BIG_BYTES
+    else
+        read -r -a names <<<"$FILES_PARTS"
+        bytes=$((${#names[@]} * FILES_PART_BYTES))
+        sink=tmpfs
+        mkdir -p "$dir"
+        tmpfs_prime
+    fi
+    : >"$report"
+    case $label in
+    iperf3)
+        if start_iperf3; then
+            secs=$(timed "$report" iperf3 -c 127.0.0.1 -p "${PORT[iperf3]}" -n 1G --json) || rc=$?
+        else
+            rc=125
+        fi
+        stop_server iperf3
+        # The sender must have sent it all; the rate is the receiver's, over
+        # its own clock. (The receiver's byte count can fall a few KiB short:
+        # it stops counting when the control connection says the test ended.)
+        read -r got gbps received < <(python3 -c '
+import json, sys
+try:
+    e = json.load(open(sys.argv[1]))["end"]
+    r = e["sum_received"]
+    print(e["sum_sent"]["bytes"], "%.3f" % (r["bits_per_second"] / 1e9), r["bytes"])
+except Exception:
+    print(0, 0, 0)' "$report") || true
+        ;;
+    nginx)
+        # One curl for all the files: it keeps the connection and fetches
+        # them one after another; -w writes a line per file.
+        cmd=(curl -sf -w '%{http_code} %{num_connects} %{size_download}\n')
+        for f in "${names[@]}"; do
+            if [ "$sink" = null ]; then
+                cmd+=(-o /dev/null)
+            else
+                cmd+=(-o "$dir/$f")
+            fi
+            cmd+=("http://127.0.0.1:${PORT[nginx]}/$f")
+        done
+        secs=$(timed "$report" "${cmd[@]}") || rc=$?
+        conns=$(awk '{ n += $2 } END { print n + 0 }' "$report")
+        [ "$conns" = 1 ] || log "bench: files $scenario from nginx took $conns connections"
+        if [ "$sink" = null ]; then
+            got=$(awk '{ n += $3 } END { printf "%d", n }' "$report")
+        else
+            got=$(files_got "$dir" "${names[@]}")
+        fi
+        ;;
+    tcpkit-v1 | tcpkit-v2)
+        tcpkit_get "$label" "$scenario" "$dir"
+        secs=$(timed /dev/null "${GET[@]}") || rc=$?
+        if [ "$sink" = null ]; then
+            got=$bytes # nothing counts /dev/null; files_check compared these bytes
+        else
+            got=$(files_got "$dir" "${names[@]}")
+        fi
+        ;;
+    esac
+    [ "$sink" = null ] || rm -rf "$dir"
+    [ -n "$secs" ] || secs=0
+    if [ "$rc" -eq 0 ] && [ "$got" != "$bytes" ]; then
+        log "bench: files $scenario from $label: $got of $bytes bytes arrived"
+        rc=1
+    fi
+    if [ "$rc" -ne 0 ]; then
+        log "bench: files $scenario from $label failed (exit $rc)"
+        FAILED=1
+        gbps=0
+    elif [ "$label" != iperf3 ]; then
+        gbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.3f", (s > 0 ? b * 8 / s / 1e9 : 0) }')
+    fi
+    printf '{"scenario":"%s","server":"%s","round":%d,"exit":%d,"sink":"%s","bytes":%d,"received":%d,"seconds":%s,"gbps":%s}\n' \
+        "$scenario" "$label" "$round" "$rc" "$sink" "$bytes" "${received:-$got}" "$secs" "$gbps" >>"$FILES"
+}
+
+if section files; then
+    missing=""
+    NGINX=$(command -v nginx || { [ ! -x /usr/sbin/nginx ] || echo /usr/sbin/nginx; })
+    [ -n "$NGINX" ] || missing+=" nginx"
+    for tool in iperf3 curl python3; do
+        command -v "$tool" >/dev/null || missing+=" $tool"
+    done
+    if "$TCPKIT" file-server --help >/dev/null 2>&1 && "$TCPKIT" get --help >/dev/null 2>&1; then
+        FILES_TCPKIT=1
+    else
+        log "tcpkit: not built yet"
+    fi
+    if [ -n "$missing" ]; then
+        log "bench: files:$missing missing (scripts/deps.sh bench installs them)"
+        FAILED=1
+    elif ! FILES_TMP=$(mktemp -d /dev/shm/tcpkit-bench-XXXXXX); then
+        log "bench: files: no tmpfs at /dev/shm for the downloads"
+        FILES_TMP=""
+        FAILED=1
+    else
+        mkdir -p "$FILES_DIR"
+        files_make "$FILES_BIG" "$FILES_BIG_BYTES"
+        for f in $FILES_PARTS; do
+            files_make "$f" "$FILES_PART_BYTES"
+        done
+        # Into the page cache before anything is timed.
+        for f in "$FILES_BIG" $FILES_PARTS; do
+            cat "$FILES_DIR/$f" >/dev/null
+        done
+        # The downloads of each scenario, contender:scenario; iperf3 sends
+        # 1 GiB from memory.
+        one=""
+        many=""
+        if start_nginx; then
+            one+=" nginx:1G"
+            many+=" nginx:4x256M"
+        else
+            FAILED=1
+        fi
+        if [ "$FILES_TCPKIT" = 1 ]; then
+            if start_server files; then
+                one+=" tcpkit-v1:1G tcpkit-v2:1G"
+                many+=" tcpkit-v2:4x256M"
+                files_check
+            else
+                FAILED=1
+            fi
+        fi
+        log "bench: files: $ROUNDS rounds, $FILES_THREADS server threads, downloads into $FILES_TMP"
+        # Every round runs every download back to back, so a ratio within a
+        # round is not skewed by the machine slowing down between rounds; the
+        # contenders of a scenario run one after another, in the reverse
+        # order every other round, so none of them always goes first.
+        for round in $(seq "$ROUNDS"); do
+            runs="iperf3:1G $one $many"
+            if [ $((round % 2)) = 0 ]; then
+                runs="iperf3:1G $(reversed "$one") $(reversed "$many")"
+            fi
+            for run in $runs; do
+                log "bench: files ${run#*:} round $round/$ROUNDS -> ${run%%:*}"
+                files_one "${run#*:}" "${run%%:*}" "$round"
+            done
+        done
+        stop_server nginx
+        stop_server files
+    fi
+fi
+
 {
     printf '{"seconds":%s,"rounds":%d,"threads":%d,"idle_connections":%d,\n"runs":[\n' \
         "$SECS" "$ROUNDS" "$THREADS" "$IDLE_N"
@@ -321,6 +671,10 @@ fi
     printf '],\n"chat":{"senders":%d,"payload":%d,"window":%d,"warmup":%s,"runs":[\n' \
         "$CHAT_SENDERS" "$CHAT_PAYLOAD" "$CHAT_WINDOW" "$CHAT_WARMUP"
     sed '$!s/$/,/' "$CHAT"
+    printf ']},\n"files":{"file_bytes":%d,"part_bytes":%d,"server_threads":%d,"tcpkit":%s,"runs":[\n' \
+        "$FILES_BIG_BYTES" "$FILES_PART_BYTES" "$FILES_THREADS" \
+        "$([ "$FILES_TCPKIT" = 1 ] && echo true || echo false)"
+    sed '$!s/$/,/' "$FILES"
     printf ']}}\n'
 } >"$OUT/results.json"
 
@@ -446,6 +800,54 @@ END {
                errs[k], vs("redis"), vs("gohub")
     }
 }' "$CHAT"
+fi
+# Files: one row per scenario and contender, the median Gbit/s over the
+# rounds and their spread, failed runs, and the medians of the per-round
+# ratios to iperf3's single stream and to nginx in the same scenario.
+if [ -s "$FILES" ]; then
+    echo
+    awk "$TABLE_AWK"'
+{
+    k = str("scenario") " " str("server")
+    if (!(k in n))
+        keys[++nk] = k
+    n[k]++
+    row[k, n[k]] = $0
+    errs[k] += (num("exit") != 0)
+    gbps_of[str("scenario"), str("server"), num("round")] = num("gbps")
+}
+function vs(scenario, other,   a, r, nr, o) {
+    split("", r)
+    nr = 0
+    for (a = 1; a <= n[k]; a++) {
+        $0 = row[k, a]
+        o = gbps_of[scenario == "" ? str("scenario") : scenario, other, num("round")]
+        if (o > 0)
+            r[++nr] = num("gbps") / o
+    }
+    return nr > 0 ? sprintf("%.2f", median(r, nr)) : "-"
+}
+END {
+    printf "%-8s %-10s %-9s %7s %7s %6s %9s %8s\n", "scenario", "server", "into", "Gbit/s",
+           "spread", "errors", "vs iperf3", "vs nginx"
+    for (j = 1; j <= nk; j++) {
+        k = keys[j]
+        split("", v)
+        for (a = 1; a <= n[k]; a++) {
+            $0 = row[k, a]
+            v[a] = num("gbps")
+        }
+        m = median(v, n[k])
+        spread = m > 0 ? (v[n[k]] - v[1]) / m * 100 : 0
+        $0 = row[k, 1]
+        name = str("scenario")
+        server = str("server")
+        into = server == "iperf3" ? "memory" : str("sink") == "null" ? "/dev/null" : "tmpfs"
+        printf "%-8s %-10s %-9s %7.2f %6.0f%% %6d %9s %8s\n", name, server, into, m, spread,
+               errs[k], vs("1G", "iperf3"), server == "iperf3" ? "-" : vs("", "nginx")
+    }
+}' "$FILES"
+    [ "$FILES_TCPKIT" = 1 ] || echo "tcpkit: not built yet"
 fi
 echo
 echo "raw results: bench/out/results.json"

@@ -4,10 +4,10 @@
 # Shared by the Makefile and .ci/run so both install the same things.
 set -eu
 
-build="gcc make pkg-config libjansson-dev libicu-dev libedit-dev libsqlite3-dev libssl-dev"
+build="gcc make pkg-config libjansson-dev libicu-dev libedit-dev libsqlite3-dev libssl-dev libzstd-dev"
 test="$build libcmocka-dev python3 python3-pytest netcat-openbsd socat procps util-linux"
 fuzz="clang libclang-rt-14-dev"
-bench="$build golang-go procps redis-server"
+bench="$build golang-go procps redis-server iperf3 nginx curl python3"
 
 case "${1:-build}" in
 build) want=$build ;;

@@ -10,6 +10,9 @@ int cmd_chat_server(int argc, char **argv);
 int cmd_file_server(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_get(int argc, char **argv);
+int cmd_put(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 #endif

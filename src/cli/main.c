@@ -17,6 +17,9 @@ static const command commands[] = {
     {"file-server", cmd_file_server, "serve a directory: downloads, uploads, listing, resume"},
     {"connect", cmd_connect, "interactive or piped client (the netcat of the kit)"},
     {"chat", cmd_chat, "chat client: interactive on a terminal, JSON lines when piped"},
+    {"get", cmd_get, "download files from a file server (resumable, SHA-256 checked)"},
+    {"put", cmd_put, "upload files to a file server"},
+    {"ls", cmd_ls, "list a directory on a file server"},
     {"bench", cmd_bench, "closed-loop load generator with latency percentiles"},
 };
 

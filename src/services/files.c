@@ -145,6 +145,9 @@ int tk_files_new(const tk_files_config *c, tk_workers *w, tk_files **out, char *
         goto fail;
     }
     atomic_init(&f->transfers, 0);
+    mode_t mask = umask(0); /* reading the umask means setting it: put it back */
+    umask(mask);
+    f->file_mode = 0666 & ~mask;
     *out = f;
     return 0;
 fail:
@@ -216,7 +219,12 @@ static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
     files_conn *fc = tk_conn_data(c);
     fc->last_rx_ms = tk_loop_now(fc->fl->loop);
     if (fc->proto == PROTO_UNKNOWN) {
-        if (data[0] == TK_FRAME_V1) {
+        if (data[0] == TK_FRAME_V1 && fc->fl->f->cfg.auth_key) {
+            /* Version 1 has no authentication: it cannot be let in. */
+            fc->proto = PROTO_V1;
+            files_conn_fail(fc, TK_FERR_AUTH, "Authentication required (protocol version 2)");
+            return len;
+        } else if (data[0] == TK_FRAME_V1) {
             fc->proto = PROTO_V1;
         } else if (data[0] == TK_FRAME_V2) {
             fc->proto = PROTO_V2;
@@ -259,9 +267,16 @@ static void on_eof(tk_conn *c, const unsigned char *rest, size_t len)
     (void)rest;
     (void)len;
     files_conn *fc = tk_conn_data(c);
-    /* The client sent everything it will: answer what is in progress, then
-     * close. A partial frame left over is dropped. */
+    /* The client sent everything it will: downloads in progress are still
+     * answered, then the connection closes. Uploads still waiting for data
+     * end here (their partial files stay, unlocked, for a resume); one whose
+     * END arrived is stored. A partial frame left over is dropped. */
     fc->closing = 1;
+    for (files_stream *s = fc->streams, *next; s; s = next) {
+        next = s->next;
+        if (s->kind == KIND_PUT && !s->job)
+            files_stream_free(s);
+    }
     files_conn_maybe_finish(fc);
 }
 

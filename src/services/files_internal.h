@@ -32,6 +32,7 @@ struct tk_files {
     tk_files_config cfg;
     unsigned char *key; /* copy of the pre-shared key */
     int rootfd;
+    mode_t file_mode; /* of stored uploads: 0666 less the umask at start */
     files_work *work;
     tk_workers *workers;
     tk_server *server;

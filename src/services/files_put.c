@@ -233,7 +233,8 @@ void files_put_end(files_stream *s, uint64_t count, const unsigned char *digest)
     }
     tk_files *f = s->fc->fl->f;
     s->job = files_finish_start(f->work, s->fc->fl->loop, s->fd, s->dirfd, s->part, s->final,
-                                (s->put_flags & TK_PUT_OVERWRITE) != 0, digest, on_finished, s);
+                                (s->put_flags & TK_PUT_OVERWRITE) != 0, f->file_mode, digest,
+                                on_finished, s);
     if (!s->job)
         put_fail(s, TK_FERR_BUSY, "out of memory or file descriptors", 0);
 }

@@ -169,6 +169,8 @@ static void run_finish(files_work *w, files_job *j)
         return;
     }
     (void)fsync(j->dirfd); /* the new name itself must survive a crash */
+    /* The partial was private while it grew; the file gets the usual mode. */
+    (void)fchmod(j->fd, j->mode);
     struct stat st;
     if (fstat(j->fd, &st) == 0)
         cache_put(w, &st, j->digest);
@@ -339,7 +341,7 @@ files_job *files_digest_start(files_work *w, tk_loop *loop, int fd, files_job_do
 }
 
 files_job *files_finish_start(files_work *w, tk_loop *loop, int fd, int dirfd, const char *part,
-                              const char *final, int overwrite,
+                              const char *final, int overwrite, mode_t mode,
                               const unsigned char want[TK_FRAME_DIGEST], files_job_done done,
                               void *owner)
 {
@@ -354,6 +356,7 @@ files_job *files_finish_start(files_work *w, tk_loop *loop, int fd, int dirfd, c
     snprintf(j->part, sizeof(j->part), "%s", part);
     snprintf(j->final, sizeof(j->final), "%s", final);
     j->overwrite = overwrite;
+    j->mode = mode;
     memcpy(j->want, want, TK_FRAME_DIGEST);
     submit(w, j);
     return j;

@@ -37,6 +37,7 @@ struct files_job {
     /* JOB_FINISH */
     unsigned char want[TK_FRAME_DIGEST];
     int overwrite;
+    mode_t mode; /* of the stored file */
     char part[64];
     char final[256];
 };
@@ -58,12 +59,13 @@ files_job *files_digest_start(files_work *w, tk_loop *loop, int fd, files_job_do
 
 /* Queues the end of an upload: hash the partial file behind fd and compare
  * with want; on a match fdatasync it, rename part to final in dirfd (not
- * replacing an existing file unless overwrite), and sync the directory; on
+ * replacing an existing file unless overwrite), sync the directory and give
+ * the file mode (the partial is 0600 while it grows); on
  * a mismatch remove the partial. fd and dirfd are dup'ed. job->err is 0,
  * TK_FERR_DIGEST, TK_FERR_EXISTS or TK_FERR_IO. The job always runs to its
  * end once started, even if cancelled: only the report is skipped. */
 files_job *files_finish_start(files_work *w, tk_loop *loop, int fd, int dirfd, const char *part,
-                              const char *final, int overwrite,
+                              const char *final, int overwrite, mode_t mode,
                               const unsigned char want[TK_FRAME_DIGEST], files_job_done done,
                               void *owner);
 
