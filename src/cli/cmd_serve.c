@@ -1,6 +1,7 @@
 /* tcpkit serve: the main job, every service with its default settings in one
- * process: echo on 127.0.0.1:8080 and chat on 127.0.0.1:8081. Echo uses
- * every loop of the pool; chat keeps its state on loop 0. */
+ * process: echo on 127.0.0.1:8080, chat on 127.0.0.1:8081 and files on
+ * 127.0.0.1:8082. Echo and files use every loop of the pool; chat keeps its
+ * state on loop 0. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,12 +9,13 @@
 #include "cli/chat_setup.h"
 #include "cli/commands.h"
 #include "cli/echo_setup.h"
+#include "cli/files_setup.h"
 #include "cli/opts.h"
 #include "cli/run.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
-enum { OPT_ECHO_LISTEN = 2000, OPT_CHAT_LISTEN, OPT_CHAT_DB, OPT_CHAT_EPHEMERAL };
+enum { OPT_ECHO_LISTEN = 2000, OPT_CHAT_LISTEN, OPT_CHAT_DB, OPT_CHAT_EPHEMERAL, OPT_FILES_LISTEN };
 
 static const char usage_text[] =
     "usage: tcpkit serve [OPTIONS]\n"
@@ -21,12 +23,17 @@ static const char usage_text[] =
     "Runs tcpkit's services in one process with sensible defaults:\n"
     "  echo   127.0.0.1:8080   line protocol with commands (see 'tcpkit echo-server')\n"
     "  chat   127.0.0.1:8081   rooms, private messages, history (see 'tcpkit chat-server')\n"
+    "  files  127.0.0.1:8082   the current directory, read-only (see 'tcpkit file-server')\n"
     "\n"
     "      --echo-listen ADDR    where the echo service listens (repeatable)\n"
     "      --chat-listen ADDR    where the chat service listens (repeatable)\n"
     "      --chat-db PATH        chat history and accounts (default\n"
     "                            $XDG_STATE_HOME/tcpkit/chat.db or ~/.local/state/tcpkit/chat.db)\n"
     "      --chat-ephemeral      keep chat history and accounts in memory only\n"
+    "      --files-listen ADDR   where the file service listens (repeatable)\n"
+    "      --files-root DIR      the directory the file service serves (default: .)\n"
+    "      --files-OPTION        any file-server option with a files- prefix, e.g.\n"
+    "                            --files-allow-upload, --files-auth-key FILE\n"
     "  -t, --threads N           event loops, one per thread (default: CPU count)\n"
     "      --max-clients N       echo clients served at once (default: no limit)\n"
     "      --idle-timeout SECS   close echo clients silent this long (default 300, 0: never)\n"
@@ -54,14 +61,18 @@ int cmd_serve(int argc, char **argv)
 {
     echo_options o;
     chat_options co;
+    files_options fo;
     echo_options_init(&o, "serve");
     chat_options_init(&co, "serve");
+    files_options_init(&fo, "serve");
     static const struct option longopts[] = {
         ECHO_LONGOPTS,
         {"echo-listen", required_argument, NULL, OPT_ECHO_LISTEN},
         {"chat-listen", required_argument, NULL, OPT_CHAT_LISTEN},
         {"chat-db", required_argument, NULL, OPT_CHAT_DB},
         {"chat-ephemeral", no_argument, NULL, OPT_CHAT_EPHEMERAL},
+        {"files-listen", required_argument, NULL, OPT_FILES_LISTEN},
+        FILES_LONGOPTS("files-"),
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -80,7 +91,12 @@ int cmd_serve(int argc, char **argv)
             co.ephemeral = 1;
             rc = 0;
             break;
-        default: rc = echo_option(&o, ch, optarg); break;
+        case OPT_FILES_LISTEN: rc = add_listen(o.cmd, &fo.server, "--files-listen", optarg); break;
+        default:
+            rc = files_option(&fo, ch, optarg);
+            if (rc < 0)
+                rc = echo_option(&o, ch, optarg);
+            break;
         }
         if (rc)
             return rc;
@@ -95,10 +111,14 @@ int cmd_serve(int argc, char **argv)
         o.server.listen[o.server.nlisten++] = "127.0.0.1:8080";
     if (co.server.nlisten == 0)
         co.server.listen[co.server.nlisten++] = "127.0.0.1:8081";
+    if (fo.server.nlisten == 0)
+        fo.server.listen[fo.server.nlisten++] = "127.0.0.1:8082";
+    if (fo.files.allow_overwrite && !fo.files.allow_upload)
+        return opt_usage_error(o.cmd, "--files-allow-overwrite needs --files-allow-upload");
     rc = opt_logging(o.cmd, o.log_level, o.log_format);
     if (rc)
         return rc;
-    if (chat_options_finish(&co))
+    if (chat_options_finish(&co) || files_options_finish(&fo))
         return 1;
     co.shutdown_ms = o.shutdown_ms;
 
@@ -110,16 +130,23 @@ int cmd_serve(int argc, char **argv)
     }
     tk_echo *echo = NULL;
     tk_chat *chat = NULL;
-    run_entry entries[2];
+    tk_files *files = NULL;
+    run_entry entries[3];
     int status = 1;
     if (echo_build(&o, w, &echo, &entries[0].server) == 0 &&
-        chat_build(&co, w, &chat, &entries[1].server) == 0) {
+        chat_build(&co, w, &chat, &entries[1].server) == 0 &&
+        files_build(&fo, w, &files, &entries[2].server) == 0) {
         entries[0].label = "echo";
         entries[1].label = "chat";
-        status = run_servers(w, entries, 2, o.shutdown_ms);
-    } else if (echo) {
-        tk_server_free(entries[0].server);
+        entries[2].label = "files";
+        status = run_servers(w, entries, 3, o.shutdown_ms);
+    } else {
+        if (echo)
+            tk_server_free(entries[0].server);
+        if (chat)
+            tk_server_free(entries[1].server);
     }
+    tk_files_free(files);
     tk_chat_free(chat);
     tk_echo_free(echo);
     tk_workers_free(w);

@@ -352,16 +352,17 @@ def test_quit_client_left_open_does_not_block_shutdown(chat_factory):
 # -- tcpkit serve -----------------------------------------------------------------------------
 
 
-def test_serve_runs_chat_beside_echo(chat_factory):
+def test_serve_runs_chat_beside_echo(chat_factory, tmp_path):
     srv = chat_factory("--echo-listen", "127.0.0.1:0", "--chat-listen", "127.0.0.1:0", "--chat-ephemeral",
-                       command="serve", listeners=2)
+                       "--files-listen", "127.0.0.1:0", "--files-root", str(tmp_path),
+                       command="serve", listeners=3)
     out = srv.stdout()
     addrs = {}
     for line in out.splitlines():
         m = re.search(r"listening on (\S+):(\d+) \((\w+)\)", line)
         if m:
             addrs[m.group(3)] = (m.group(1), int(m.group(2)))
-    assert set(addrs) >= {"echo", "chat"}, out
+    assert set(addrs) >= {"echo", "chat", "files"}, out
     echo_i = srv.addrs.index(addrs["echo"])
     chat_i = srv.addrs.index(addrs["chat"])
     e = srv.connect(echo_i)

@@ -5,12 +5,15 @@ import signal
 
 from conftest import run_many_clients
 
-# Every listener on a free loopback port; chat history in memory.
-SERVE_ARGS = ["--echo-listen", "127.0.0.1:0", "--chat-listen", "127.0.0.1:0", "--chat-ephemeral"]
+# Every listener on a free loopback port; chat history in memory; the file
+# service serves a directory of the test's own.
+def serve_args(root):
+    return ["--echo-listen", "127.0.0.1:0", "--chat-listen", "127.0.0.1:0", "--chat-ephemeral",
+            "--files-listen", "127.0.0.1:0", "--files-root", str(root)]
 
 
-def test_serve_echo_service(server_factory):
-    srv = server_factory(SERVE_ARGS, command="serve")
+def test_serve_echo_service(server_factory, tmp_path):
+    srv = server_factory(serve_args(tmp_path), command="serve")
     c = srv.connect()
     assert c.request("hello") == b"ECHO: hello"
     assert c.request("UPPER serve") == b"SERVE"
@@ -18,8 +21,8 @@ def test_serve_echo_service(server_factory):
     c.expect_eof()
 
 
-def test_serve_concurrent_clients_and_graceful_stop(server_factory):
-    srv = server_factory(SERVE_ARGS, command="serve")
+def test_serve_concurrent_clients_and_graceful_stop(server_factory, tmp_path):
+    srv = server_factory(serve_args(tmp_path), command="serve")
     failures = run_many_clients(srv.addr, n_clients=30, rounds=3, deadline_s=60)
     assert not failures, "\n".join(failures[:20])
     idle = srv.connect()
