@@ -99,9 +99,10 @@ int cmd_get(int argc, char **argv)
         }
         for (int j = 0; j < i; j++) {
             if (strcmp(paths[i], paths[j]) == 0 && !to_stdout) {
+                int rc = opt_usage_error("get", "'%s' and '%s' would both be written to %s",
+                                         names[j], names[i], paths[i]);
                 free(paths);
-                return opt_usage_error("get", "'%s' and '%s' would both be written to %s", names[j],
-                                       names[i], paths[i]);
+                return rc;
             }
         }
     }
