@@ -28,6 +28,7 @@ typedef struct {
     uint32_t idle_timeout_ms;      /* no bytes either way: close (300 s; 0 off) */
     uint32_t stall_timeout_ms;     /* queued output with no progress: close (60 s) */
     uint32_t heartbeat_ms;         /* v2: PING after this much silence (15 s; 0 off) */
+    uint32_t partial_ttl_s;        /* remove upload partials untouched this long (1 day; 0 off) */
     int zstd_level;                /* compression level for zstd streams (3) */
     const unsigned char *auth_key; /* pre-shared HMAC key, or NULL */
     size_t auth_key_len;

@@ -37,6 +37,8 @@ static const char usage_text[] =
     "                            (default 15, 0: off)\n"
     "      --zstd-level N        compression level for zstd transfers (default 3; 1 to 19)\n"
     "      --auth-key FILE       require HMAC-SHA256 with this pre-shared key (mode 600)\n"
+    "      --partial-ttl SECS    remove interrupted uploads nobody resumed for this long\n"
+    "                            (default 86400, 0: keep them)\n"
     "      --hash-threads N      threads computing digests (default: half the CPUs)\n"
     "  -t, --threads N           event loops, one per thread (default: CPU count)\n"
     "      --shutdown-timeout SECS  time transfers get to finish on SIGTERM (default 10)\n"

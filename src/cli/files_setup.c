@@ -100,6 +100,11 @@ int files_option(files_options *o, int ch, const char *arg)
         c->zstd_level = (int)v;
         return 0;
     case FO_AUTH_KEY: o->key_path = arg; return 0;
+    case FO_PARTIAL_TTL:
+        if (opt_duration_ms(arg, &ms) < 0)
+            return opt_usage_error(o->cmd, "bad --partial-ttl '%s' (seconds; 0: keep)", arg);
+        c->partial_ttl_s = ms / 1000;
+        return 0;
     case FO_HASH_THREADS:
         if (opt_uint(arg, 1, 64, &v) < 0)
             return opt_usage_error(o->cmd, "bad --hash-threads '%s' (1 to 64)", arg);

@@ -29,6 +29,7 @@ enum {
     FO_ZSTD_LEVEL,
     FO_AUTH_KEY,
     FO_HASH_THREADS,
+    FO_PARTIAL_TTL,
     FO_SHUTDOWN,
     FO_KEEPALIVE,
     FO_LOG_LEVEL,
@@ -51,6 +52,7 @@ enum {
         {prefix "heartbeat", required_argument, NULL, FO_HEARTBEAT},                               \
         {prefix "zstd-level", required_argument, NULL, FO_ZSTD_LEVEL},                             \
         {prefix "auth-key", required_argument, NULL, FO_AUTH_KEY},                                 \
+        {prefix "partial-ttl", required_argument, NULL, FO_PARTIAL_TTL},                           \
     {                                                                                              \
         prefix "hash-threads", required_argument, NULL, FO_HASH_THREADS                            \
     }

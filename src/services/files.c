@@ -10,6 +10,11 @@
 
 #include "files_internal.h"
 
+/* Upload partials nobody resumed within partial_ttl_s are removed by a
+ * worker thread walking the tree: at start, then hourly. */
+#define SWEEP_FIRST_MS 0
+#define SWEEP_EVERY_MS (3600 * 1000)
+
 void tk_files_config_init(tk_files_config *c)
 {
     memset(c, 0, sizeof(*c));
@@ -22,6 +27,7 @@ void tk_files_config_init(tk_files_config *c)
     c->idle_timeout_ms = 300 * 1000;
     c->stall_timeout_ms = 60 * 1000;
     c->heartbeat_ms = 15 * 1000;
+    c->partial_ttl_s = 24 * 3600;
     c->zstd_level = 3;
     c->hash_threads = 0; /* half the CPUs, at least 1 */
     tk_sockopts_init(&c->sockopts);
@@ -44,6 +50,9 @@ tk_metrics *tk_files_metrics(tk_files *f)
 void tk_files_set_server(tk_files *f, tk_server *s)
 {
     f->server = s;
+    /* Before the loops run, loop 0 may be touched from this thread. */
+    if (f->cfg.partial_ttl_s && f->cfg.allow_upload)
+        (void)tk_timer_start(f->loops[0].loop, &f->sweep, SWEEP_FIRST_MS);
 }
 
 static int check_config(tk_files_config *c, char *err, size_t errcap)
@@ -88,6 +97,25 @@ static void loop_free(files_loop *fl)
     free(fl->buf);
     ZSTD_freeCCtx(fl->cctx);
     ZSTD_freeDCtx(fl->dctx);
+}
+
+static void on_swept(files_job *j, void *owner)
+{
+    tk_files *f = owner;
+    f->sweep_job = NULL;
+    if (j->removed)
+        tk_info("files: removed %u upload partial(s) untouched for %u s", j->removed,
+                f->cfg.partial_ttl_s);
+    (void)tk_timer_start(f->loops[0].loop, &f->sweep, SWEEP_EVERY_MS);
+}
+
+static void on_sweep_timer(tk_loop *loop, tk_timer *t)
+{
+    tk_files *f = (tk_files *)((char *)t - offsetof(tk_files, sweep));
+    f->sweep_job =
+        files_sweep_start(f->work, loop, f->root_path, f->cfg.partial_ttl_s, on_swept, f);
+    if (!f->sweep_job)
+        (void)tk_timer_start(loop, &f->sweep, SWEEP_EVERY_MS);
 }
 
 int tk_files_new(const tk_files_config *c, tk_workers *w, tk_files **out, char *err, size_t errcap)
@@ -145,6 +173,13 @@ int tk_files_new(const tk_files_config *c, tk_workers *w, tk_files **out, char *
         goto fail;
     }
     atomic_init(&f->transfers, 0);
+    f->root_path = realpath(c->root, NULL);
+    if (!f->root_path) {
+        rc = -errno;
+        snprintf(err, errcap, "cannot resolve '%s': %s", c->root, strerror(errno));
+        goto fail;
+    }
+    tk_timer_init(&f->sweep, on_sweep_timer);
     mode_t mask = umask(0); /* reading the umask means setting it: put it back */
     umask(mask);
     f->file_mode = 0666 & ~mask;
@@ -161,7 +196,10 @@ void tk_files_free(tk_files *f)
 {
     if (!f)
         return;
+    if (f->loops && f->nloops)
+        tk_timer_stop(f->loops[0].loop, &f->sweep);
     files_work_stop(f->work);
+    free(f->root_path);
     if (f->loops)
         for (unsigned i = 0; i < f->nloops; i++)
             loop_free(&f->loops[i]);
@@ -408,6 +446,12 @@ static void svc_shutdown(void *svc, unsigned index)
     tk_files *f = svc;
     files_loop *fl = &f->loops[index];
     fl->shutting_down = 1;
+    if (index == 0) {
+        tk_timer_stop(fl->loop, &f->sweep);
+        if (f->sweep_job)
+            files_job_cancel(f->sweep_job);
+        f->sweep_job = NULL;
+    }
     for (files_conn *fc = fl->conns, *next; fc; fc = next) {
         next = fc->next;
         /* Requests already sent are answered (up to the shutdown timeout);

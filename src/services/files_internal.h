@@ -40,6 +40,9 @@ struct tk_files {
     files_loop *loops;
     unsigned nloops;
     atomic_uint transfers; /* open streams across every loop */
+    char *root_path;       /* the root's real path, for the partial sweep */
+    tk_timer sweep;        /* on loop 0: the hourly sweep of stale partials */
+    files_job *sweep_job;
 };
 
 struct files_loop {

@@ -1,14 +1,18 @@
 /* Worker threads for digests and upload completion, and the digest cache. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "files_path.h"
 #include "files_work.h"
 #include "tcpkit/log.h"
 
@@ -176,6 +180,39 @@ static void run_finish(files_work *w, files_job *j)
         cache_put(w, &st, j->digest);
 }
 
+/* The sweep's state for nftw's callback, which takes no argument. */
+static __thread time_t sweep_cutoff;
+static __thread unsigned sweep_removed;
+static __thread files_work *sweep_work;
+
+static int sweep_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    const char *name = path + ftw->base;
+    if (type == FTW_F && S_ISREG(st->st_mode) &&
+        strncmp(name, FILES_PARTIAL_PREFIX, sizeof(FILES_PARTIAL_PREFIX) - 1) == 0 &&
+        st->st_mtime < sweep_cutoff) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        /* A partial an upload holds is locked: leave it. */
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0)
+            sweep_removed++;
+        if (fd >= 0)
+            close(fd);
+    }
+    pthread_mutex_lock(&sweep_work->mu);
+    int stop = sweep_work->stopping;
+    pthread_mutex_unlock(&sweep_work->mu);
+    return stop; /* non-zero ends the walk */
+}
+
+static void run_sweep(files_work *w, files_job *j)
+{
+    sweep_cutoff = time(NULL) - (time_t)j->ttl_s;
+    sweep_removed = 0;
+    sweep_work = w;
+    (void)nftw(j->root, sweep_one, 32, FTW_PHYS | FTW_MOUNT);
+    j->removed = sweep_removed;
+}
+
 static void unlink_all(files_work *w, files_job *j)
 {
     if (j->all_prev)
@@ -188,6 +225,7 @@ static void unlink_all(files_work *w, files_job *j)
 
 static void free_job(files_job *j)
 {
+    free(j->root);
     if (j->fd >= 0)
         close(j->fd);
     if (j->dirfd >= 0)
@@ -225,8 +263,10 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&w->mu);
         if (j->kind == JOB_DIGEST)
             run_digest(w, j);
-        else
+        else if (j->kind == JOB_FINISH)
             run_finish(w, j);
+        else
+            run_sweep(w, j);
         if (tk_loop_post(j->loop, deliver, j) < 0)
             tk_error("files: cannot report a finished job to its loop (out of memory)");
         pthread_mutex_lock(&w->mu);
@@ -358,6 +398,29 @@ files_job *files_finish_start(files_work *w, tk_loop *loop, int fd, int dirfd, c
     j->overwrite = overwrite;
     j->mode = mode;
     memcpy(j->want, want, TK_FRAME_DIGEST);
+    submit(w, j);
+    return j;
+}
+
+files_job *files_sweep_start(files_work *w, tk_loop *loop, const char *root, uint64_t ttl_s,
+                             files_job_done done, void *owner)
+{
+    files_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->fd = j->dirfd = -1;
+    j->root = strdup(root);
+    if (!j->root) {
+        free(j);
+        return NULL;
+    }
+    j->work = w;
+    j->loop = loop;
+    j->kind = JOB_SWEEP;
+    j->done = done;
+    j->owner = owner;
+    j->ttl_s = ttl_s;
+    atomic_init(&j->cancelled, 0);
     submit(w, j);
     return j;
 }

@@ -18,7 +18,7 @@ typedef struct files_job files_job;
 /* Runs on the job's loop when the job is over, unless it was cancelled. */
 typedef void (*files_job_done)(files_job *j, void *owner);
 
-typedef enum { JOB_DIGEST = 1, JOB_FINISH } files_job_kind;
+typedef enum { JOB_DIGEST = 1, JOB_FINISH, JOB_SWEEP } files_job_kind;
 
 struct files_job {
     files_job *next; /* the queue */
@@ -40,6 +40,10 @@ struct files_job {
     mode_t mode; /* of the stored file */
     char part[64];
     char final[256];
+    /* JOB_SWEEP */
+    char *root;
+    uint64_t ttl_s;
+    unsigned removed;
 };
 
 /* Starts n worker threads; 0 or a negative errno. */
@@ -68,6 +72,12 @@ files_job *files_finish_start(files_work *w, tk_loop *loop, int fd, int dirfd, c
                               const char *final, int overwrite, mode_t mode,
                               const unsigned char want[TK_FRAME_DIGEST], files_job_done done,
                               void *owner);
+
+/* Queues a walk of the tree under root (not following links, not leaving
+ * its file system) that removes upload partials untouched for ttl_s seconds
+ * and not locked by an upload in progress. job->removed counts them. */
+files_job *files_sweep_start(files_work *w, tk_loop *loop, const char *root, uint64_t ttl_s,
+                             files_job_done done, void *owner);
 
 /* Drops the report of a job (on its loop's thread); the pool frees it. */
 void files_job_cancel(files_job *j);
