@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -76,6 +77,100 @@ static void output_limit_drops_instead_of_growing(void **state)
     tk_loop_free(loop);
 }
 
+/* A temporary file holding n bytes, 'a' + i % 26 at offset i. */
+static int temp_file(size_t n)
+{
+    char path[] = "/tmp/tk_test_conn_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    for (size_t i = 0; i < n; i++) {
+        char ch = (char)('a' + i % 26);
+        assert_int_equal(write(fd, &ch, 1), 1);
+    }
+    return fd;
+}
+
+/* Reads exactly n bytes from a blocking peer. */
+static void read_exact(int fd, char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+}
+
+/* File ranges go out in queue order between memory writes, and hold no
+ * memory: ranges far over max_output neither drop the connection nor pause
+ * its input; they count in tk_conn_pending until sent. */
+static void file_ranges_keep_order_and_skip_memory_limits(void **state)
+{
+    (void)state;
+    tk_loop *loop;
+    assert_int_equal(tk_loop_new(&loop), 0);
+    int peer;
+    tk_conn *c = pair_conn(loop, &peer);
+    int fd = temp_file(100);
+    tk_file *f = tk_file_new(fd);
+    assert_non_null(f);
+    assert_int_equal(tk_conn_write(c, "<", 1), 0);
+    assert_int_equal(tk_conn_write_file(c, f, 10, 20), 0);
+    assert_int_equal(tk_conn_write(c, "|", 1), 0);
+    assert_int_equal(tk_conn_write_file(c, f, 0, 3), 0);
+    assert_int_equal(tk_conn_write(c, ">", 1), 0);
+    tk_file_unref(f); /* the queue holds its own references */
+    assert_int_equal(tk_conn_pending(c), 26);
+    tk_loop_run_pending(loop);
+    char buf[32];
+    read_exact(peer, buf, 26);
+    assert_memory_equal(buf, "<klmnopqrstuvwxyzabcd|abc>", 26);
+    assert_int_equal(tk_conn_pending(c), 0);
+    assert_false(tk_conn_closing(c));
+    tk_conn_close(c, TK_CLOSE_LOCAL, 0);
+    tk_loop_run_pending(loop);
+    close(peer);
+    tk_loop_free(loop);
+}
+
+static tk_close_reason closed_why;
+static int closed_err;
+
+static void note_close(tk_conn *c, tk_close_reason why, int err)
+{
+    closed_why = why;
+    closed_err = err;
+    tk_loop_stop(tk_conn_loop(c));
+}
+
+/* A file that is shorter than the range queued from it ends the
+ * connection with an error instead of sending too little or spinning. */
+static void file_shorter_than_range_closes_with_enodata(void **state)
+{
+    (void)state;
+    static const tk_conn_handler h = {.on_data = ignore_input, .on_close = note_close};
+    tk_loop *loop;
+    assert_int_equal(tk_loop_new(&loop), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    tk_conn_limits lim;
+    tk_conn_limits_init(&lim);
+    tk_conn *c;
+    assert_int_equal(tk_conn_new(loop, sv[0], &h, &lim, NULL, &c), 0);
+    tk_file *f = tk_file_new(temp_file(10));
+    assert_int_equal(tk_conn_write_file(c, f, 5, 50), 0);
+    tk_file_unref(f);
+    closed_why = TK_CLOSE_PEER;
+    alarm(10); /* a spin or a hang fails the test instead of stalling it */
+    tk_loop_run(loop);
+    alarm(0);
+    assert_int_equal(closed_why, TK_CLOSE_ERROR);
+    assert_int_equal(closed_err, -ENODATA);
+    close(sv[1]);
+    tk_loop_free(loop);
+}
+
 /* A service that handles one line, then pauses until told to go on. */
 static char seen[64];
 static size_t seen_len;
@@ -134,6 +229,8 @@ int main(void)
         cmocka_unit_test(unused_reservation_is_harmless),
         cmocka_unit_test(output_limit_drops_instead_of_growing),
         cmocka_unit_test(resume_redelivers_held_input),
+        cmocka_unit_test(file_ranges_keep_order_and_skip_memory_limits),
+        cmocka_unit_test(file_shorter_than_range_closes_with_enodata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
