@@ -759,6 +759,8 @@ int tk_fclient_new(tk_loop *loop, const tk_addr *addrs, size_t n, const tk_fclie
             memcpy(c->key, cfg->auth_key, cfg->auth_key_len);
     }
     int rc = (!c->buf || !c->cctx || !c->dctx || (cfg->auth_key && !c->key)) ? -ENOMEM : 0;
+    if (rc == 0 && cfg->protocol == 2)
+        rc = fc_hasher_new(&c->hasher);
     if (rc == 0) {
         ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, cfg->zstd_level);
         rc = tk_dial_start(loop, addrs, n, cfg->connect_timeout_ms, on_connected, c, &c->dial);
@@ -786,6 +788,7 @@ void tk_fclient_free(tk_fclient *c)
         tk_conn_close(c->conn, TK_CLOSE_LOCAL, 0);
     }
     tk_timer_stop(c->loop, &c->hb);
+    fc_hasher_free(c->hasher);
     tk_frame_mac_free(c->mac_in);
     tk_frame_mac_free(c->mac_out);
     if (c->key) {

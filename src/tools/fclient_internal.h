@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <zstd.h>
 
+#include "fclient_hash.h"
 #include "tcpkit/conn.h"
 #include "tcpkit/dial.h"
 #include "tcpkit/fclient.h"
@@ -76,6 +77,7 @@ struct tk_fclient {
     uint64_t last_out;
     uint64_t last_out_ms;
     uint64_t ping_token;
+    fc_hasher *hasher; /* version 2: download digests on another thread */
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
     unsigned char *buf; /* max_frame bytes */

@@ -143,7 +143,7 @@ void fc_get_data(tk_fxfer *x, const unsigned char *p, size_t n)
         return;
     }
     if (x->md)
-        EVP_DigestUpdate(x->md, p, n);
+        fc_hasher_add(c->hasher, x->md, p, n);
     x->pos += n;
     if (c->h.progress)
         c->h.progress(x, x->pos, x->size, c->arg);
@@ -191,6 +191,7 @@ void fc_get_end(tk_fxfer *x, uint64_t count, const unsigned char *digest)
         return;
     }
     if (x->md) {
+        fc_hasher_drain(c->hasher);
         digest_final(x);
         if (!digest || memcmp(digest, x->digest, TK_FRAME_DIGEST) != 0) {
             if (x->tmp)
@@ -382,6 +383,8 @@ void fc_xfer_cleanup(tk_fxfer *x, int err)
     if (x->fd > 2)
         close(x->fd);
     x->fd = -1;
+    if (x->md && x->kind == FX_GET)
+        fc_hasher_drain(x->c->hasher); /* the thread may still hold it */
     EVP_MD_CTX_free(x->md);
     x->md = NULL;
 }
