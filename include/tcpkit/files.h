@@ -14,11 +14,21 @@
 #include "tcpkit/sock.h"
 #include "tcpkit/workers.h"
 
+/* Plain downloads (no zstd, no HMAC) are sent with sendfile() (zero copy)
+ * or by reading into the output queue and writing. Over loopback there is
+ * no network card to hand pages to and the copy measured faster. */
+typedef enum {
+    TK_FILES_SENDFILE_AUTO = 0, /* sendfile unless the client is on loopback */
+    TK_FILES_SENDFILE_ON,
+    TK_FILES_SENDFILE_OFF,
+} tk_files_sendfile;
+
 typedef struct {
     const char *root;              /* the directory served (must exist) */
     int allow_upload;              /* PUT creates files (default off) */
     int allow_overwrite;           /* PUT with the overwrite flag may replace files */
     int show_hidden;               /* serve and list dot files */
+    tk_files_sendfile sendfile;    /* how plain downloads are sent (auto) */
     uint64_t max_upload;           /* largest upload, bytes (16 GiB) */
     uint64_t min_free;             /* free space an upload must leave, bytes (64 MiB) */
     size_t chunk_size;             /* file bytes per DATA frame (1 MiB) */

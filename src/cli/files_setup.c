@@ -48,6 +48,16 @@ int files_option(files_options *o, int ch, const char *arg)
     case FO_ALLOW_UPLOAD: c->allow_upload = 1; return 0;
     case FO_ALLOW_OVERWRITE: c->allow_overwrite = 1; return 0;
     case FO_SHOW_HIDDEN: c->show_hidden = 1; return 0;
+    case FO_SENDFILE:
+        if (strcmp(arg, "auto") == 0)
+            c->sendfile = TK_FILES_SENDFILE_AUTO;
+        else if (strcmp(arg, "on") == 0)
+            c->sendfile = TK_FILES_SENDFILE_ON;
+        else if (strcmp(arg, "off") == 0)
+            c->sendfile = TK_FILES_SENDFILE_OFF;
+        else
+            return opt_usage_error(o->cmd, "bad --sendfile '%s' (auto, on or off)", arg);
+        return 0;
     case FO_MAX_UPLOAD:
         rc = size_opt(o, "--max-upload", arg, 0, SIZE_MAX, &sz);
         c->max_upload = sz;

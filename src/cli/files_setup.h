@@ -30,6 +30,7 @@ enum {
     FO_AUTH_KEY,
     FO_HASH_THREADS,
     FO_PARTIAL_TTL,
+    FO_SENDFILE,
     FO_SHUTDOWN,
     FO_KEEPALIVE,
     FO_LOG_LEVEL,
@@ -53,6 +54,7 @@ enum {
         {prefix "zstd-level", required_argument, NULL, FO_ZSTD_LEVEL},                             \
         {prefix "auth-key", required_argument, NULL, FO_AUTH_KEY},                                 \
         {prefix "partial-ttl", required_argument, NULL, FO_PARTIAL_TTL},                           \
+        {prefix "sendfile", required_argument, NULL, FO_SENDFILE},                                 \
     {                                                                                              \
         prefix "hash-threads", required_argument, NULL, FO_HASH_THREADS                            \
     }

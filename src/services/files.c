@@ -1,7 +1,9 @@
 /* The file service: configuration, per-loop state, connections, the choice
  * of protocol version, heartbeats and graceful shutdown. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,9 +372,24 @@ static const tk_conn_handler handler = {
     .on_close = on_close,
 };
 
+/* 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
+static int is_loopback(const tk_addr *a)
+{
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&a->ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (a->ss.ss_family == AF_INET6) {
+        const struct in6_addr *in6 = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(in6))
+            return 1;
+        return IN6_IS_ADDR_V4MAPPED(in6) && in6->s6_addr[12] == 127;
+    }
+    return 0;
+}
+
 static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
 {
-    (void)peer;
     tk_files *f = svc;
     files_loop *fl = &f->loops[index];
     (void)tk_sock_apply(fd, &f->cfg.sockopts);
@@ -403,6 +420,8 @@ static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
         return;
     }
     fc->fl = fl;
+    fc->sendfile = f->cfg.sendfile == TK_FILES_SENDFILE_ON ||
+                   (f->cfg.sendfile == TK_FILES_SENDFILE_AUTO && !is_loopback(peer));
     fc->last_rx_ms = fc->last_out_ms = tk_loop_now(fl->loop);
     tk_timer_init(&fc->hb, on_hb);
     tk_conn_set_metrics(fc->conn, fl->metrics);

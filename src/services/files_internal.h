@@ -102,6 +102,7 @@ struct files_conn {
     files_conn *prev;
     files_conn *next;
     files_proto proto;
+    int sendfile; /* plain downloads use sendfile() on this connection */
     /* v2 */
     int hello_done;
     int auth;

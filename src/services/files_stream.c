@@ -154,9 +154,10 @@ static int queue_data(files_stream *s, size_t n)
     files_conn *fc = s->fc;
     files_loop *fl = fc->fl;
     unsigned char head[TK_FRAME_HEADER + TK_FRAME_STREAM];
-    if (fc->proto == PROTO_V1 || (!s->zstd && !fc->tag_len)) {
-        /* Plain: a header from memory, then the bytes straight from the
-         * page cache. */
+    int plain = fc->proto == PROTO_V1 || (!s->zstd && !fc->tag_len);
+    if (plain && fc->sendfile) {
+        /* A header from memory, then the bytes straight from the page
+         * cache. */
         size_t h;
         if (fc->proto == PROTO_V1) {
             tk_frame_hdr_encode(head, TK_FRAME_V1, TK_V1_DATA, (uint32_t)n);
@@ -170,8 +171,9 @@ static int queue_data(files_stream *s, size_t n)
         return 0;
     }
     int fd = tk_file_fd(s->file);
-    size_t hl = TK_FRAME_HEADER + TK_FRAME_STREAM;
+    size_t hl = fc->proto == PROTO_V1 ? TK_FRAME_HEADER : TK_FRAME_HEADER + TK_FRAME_STREAM;
     if (!s->zstd) {
+        /* Read straight into the output queue, behind the frame header. */
         unsigned char *p = files_frame_reserve(fc, hl + n);
         if (!p)
             return -1;
@@ -180,7 +182,10 @@ static int queue_data(files_stream *s, size_t n)
             stream_error(s, TK_FERR_CHANGED, "the file shrank while it was sent");
             return -1;
         }
-        tk_v2_encode_data_head(p, fc->tag_len, s->id, n);
+        if (fc->proto == PROTO_V1)
+            tk_frame_hdr_encode(p, TK_FRAME_V1, TK_V1_DATA, (uint32_t)n);
+        else
+            tk_v2_encode_data_head(p, fc->tag_len, s->id, n);
         files_frame_commit(fc, p, hl + n);
         return 0;
     }
