@@ -483,6 +483,9 @@ static void dispatch(tk_fclient *c, uint8_t type, const unsigned char *body, siz
     }
 }
 
+/* Longest version-1 error message taken. */
+#define FILES_V1_ERROR_MAX 400
+
 /* The code a version-1 error message stands for. */
 static int v1_code(const unsigned char *p, size_t n)
 {
@@ -566,11 +569,23 @@ static size_t on_data(tk_conn *conn, const unsigned char *data, size_t len)
         tk_frame_hdr h;
         if (!tk_frame_hdr_decode(data + off, len - off, &h))
             break;
+        if (h.version == TK_FRAME_V1 && h.type == TK_V1_ERROR && !c->ready) {
+            /* Refused before HELLO (busy, authentication): in version 1. */
+            const unsigned char *body;
+            size_t used;
+            tk_codec_status st =
+                tk_frame_next(data + off, len - off, FILES_V1_ERROR_MAX, &h, &body, &used);
+            if (st == TK_CODEC_NEED)
+                break;
+            char msg[512];
+            snprintf(msg, sizeof(msg), "%.*s", st == TK_CODEC_OK ? (int)h.length : 0,
+                     st == TK_CODEC_OK ? (const char *)body : "");
+            conn_fail(c, st == TK_CODEC_OK ? v1_code(body, h.length) : TK_FERR_PROTOCOL,
+                      msg[0] ? msg : "the server refused the connection");
+            return len;
+        }
         if (h.version != version) {
-            conn_fail(c, TK_FERR_PROTOCOL,
-                      version == TK_FRAME_V2 && h.version == TK_FRAME_V1 && h.type == TK_V1_ERROR
-                          ? "the server answered in version 1 (an error before HELLO)"
-                          : "the server speaks another protocol or version");
+            conn_fail(c, TK_FERR_PROTOCOL, "the server speaks another protocol or version");
             return len;
         }
         if (h.length > c->cfg.max_frame && !(version == TK_FRAME_V1 && h.type == TK_V1_DATA)) {
