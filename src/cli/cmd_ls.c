@@ -110,7 +110,8 @@ static const char *kind_name(int kind)
 
 static void print_rows(ls_state *s)
 {
-    qsort(s->rows, s->nrows, sizeof(row), cmp_rows);
+    if (s->nrows > 1)
+        qsort(s->rows, s->nrows, sizeof(row), cmp_rows);
     for (size_t i = 0; i < s->nrows; i++) {
         row *r = &s->rows[i];
         char when[32], hex[65] = "";

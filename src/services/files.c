@@ -226,14 +226,16 @@ static void hb_arm(files_conn *fc)
 }
 
 /* Heartbeat tick (v2): PING a silent peer; after three intervals of silence
- * in which nothing we sent moved either, the peer is gone. */
+ * in which none of our data moved either, the peer is gone. Our own PINGs
+ * do not count as data: a peer's kernel takes them whether it lives or not. */
 static void on_hb(tk_loop *loop, tk_timer *t)
 {
     files_conn *fc = (files_conn *)((char *)t - offsetof(files_conn, hb));
     uint64_t now = tk_loop_now(loop);
     uint32_t hb = fc->fl->f->cfg.heartbeat_ms;
-    uint64_t out = tk_conn_bytes_out(fc->conn);
-    if (out != fc->last_out) {
+    uint64_t sent = tk_conn_bytes_out(fc->conn);
+    uint64_t out = sent > fc->ping_bytes ? sent - fc->ping_bytes : 0;
+    if (out > fc->last_out) {
         fc->last_out = out;
         fc->last_out_ms = now;
     }
@@ -245,9 +247,11 @@ static void on_hb(tk_loop *loop, tk_timer *t)
     }
     if (now - fc->last_rx_ms >= hb) {
         unsigned char *p = files_frame_reserve(fc, TK_FRAME_HEADER + 12);
-        if (p)
+        if (p) {
             files_frame_commit(fc, p,
                                tk_v2_encode_ping(p, fc->tag_len, TK_V2_PING, ++fc->ping_token));
+            fc->ping_bytes += TK_FRAME_HEADER + 12 + fc->tag_len;
+        }
     }
     hb_arm(fc);
 }

@@ -127,7 +127,8 @@ struct files_conn {
     uint64_t last_out;
     uint64_t last_out_ms;
     uint64_t ping_token;
-    int closing; /* no new requests; close once the streams are done */
+    uint64_t ping_bytes; /* heartbeat bytes sent, which are not progress */
+    int closing;         /* no new requests; close once the streams are done */
 };
 
 /* files.c */

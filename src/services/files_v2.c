@@ -62,14 +62,15 @@ static void hello(files_conn *fc, const unsigned char *body, size_t n)
 static void request(files_conn *fc, uint8_t type, const tk_v2_msg *m)
 {
     tk_files *f = fc->fl->f;
+    /* Both leave the client's streams ambiguous: the connection ends. */
     if (m->stream == 0) {
-        files_conn_fail(fc, TK_FERR_PROTOCOL, "stream 0 is the connection, not a request");
+        files_conn_fail(fc, TK_FERR_BAD_REQUEST, "stream 0 is the connection, not a request");
         return;
     }
     if (files_stream_find(fc, m->stream)) {
         char msg[64];
         snprintf(msg, sizeof(msg), "stream %u is already open", (unsigned)m->stream);
-        files_conn_fail(fc, TK_FERR_PROTOCOL, msg);
+        files_conn_fail(fc, TK_FERR_BAD_REQUEST, msg);
         return;
     }
     if (fc->closing) {
@@ -222,7 +223,8 @@ size_t files_v2_input(files_conn *fc, const unsigned char *data, size_t len)
         if (h.version != TK_FRAME_V2) {
             char msg[64];
             snprintf(msg, sizeof(msg), "version %u frame on a version-2 connection", h.version);
-            files_conn_fail(fc, TK_FERR_PROTOCOL, msg);
+            files_conn_fail(fc, h.version == TK_FRAME_V1 ? TK_FERR_PROTOCOL : TK_FERR_UNSUPPORTED,
+                            msg);
             return len;
         }
         if (h.length > f->cfg.max_frame) {

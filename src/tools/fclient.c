@@ -679,8 +679,10 @@ static void on_hb(tk_loop *loop, tk_timer *t)
     if (!c->conn)
         return;
     uint64_t now = tk_loop_now(loop);
-    uint64_t out = tk_conn_bytes_out(c->conn);
-    if (out != c->last_out) {
+    /* Our own PINGs are not progress: a dead server's kernel takes them too. */
+    uint64_t sent = tk_conn_bytes_out(c->conn);
+    uint64_t out = sent > c->ping_bytes ? sent - c->ping_bytes : 0;
+    if (out > c->last_out) {
         c->last_out = out;
         c->last_out_ms = now;
     }
@@ -691,8 +693,10 @@ static void on_hb(tk_loop *loop, tk_timer *t)
     }
     if (c->ready && now - c->last_rx_ms >= c->cfg.heartbeat_ms) {
         unsigned char *p = fc_frame_reserve(c, TK_FRAME_HEADER + 12);
-        if (p)
+        if (p) {
             fc_frame_commit(c, p, tk_v2_encode_ping(p, c->tag_len, TK_V2_PING, ++c->ping_token));
+            c->ping_bytes += TK_FRAME_HEADER + 12 + c->tag_len;
+        }
     }
     (void)tk_timer_start(loop, &c->hb, c->cfg.heartbeat_ms);
 }

@@ -77,7 +77,8 @@ struct tk_fclient {
     uint64_t last_out;
     uint64_t last_out_ms;
     uint64_t ping_token;
-    fc_hasher *hasher; /* version 2: download digests on another thread */
+    uint64_t ping_bytes; /* heartbeat bytes sent, which are not progress */
+    fc_hasher *hasher;   /* version 2: download digests on another thread */
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
     unsigned char *buf; /* max_frame bytes */
