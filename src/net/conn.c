@@ -515,7 +515,10 @@ static void flush(tk_conn *c)
             c->h->on_sent(c);
         if (c->flags & F_CLOSED)
             return;
-        after_drained(c);
+        /* on_sent may have queued more (the next frames of a transfer): the
+         * FIN of a close waits until that is out too. */
+        if (!c->out_head)
+            after_drained(c);
         if (c->flags & F_CLOSED)
             return;
     }

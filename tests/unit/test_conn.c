@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "tcpkit/conn.h"
+#include "tcpkit/sock.h"
 
 static size_t ignore_input(tk_conn *c, const unsigned char *data, size_t len)
 {
@@ -171,6 +173,74 @@ static void file_shorter_than_range_closes_with_enodata(void **state)
     tk_loop_free(loop);
 }
 
+/* A service whose on_sent queues the rest of its answer and asks for a
+ * close, as a file download's last frames do. */
+static int refills;
+
+static void refill_then_close(tk_conn *c)
+{
+    if (refills++ < 3) {
+        static char more[100000];
+        memset(more, 'm', sizeof(more));
+        assert_int_equal(tk_conn_write(c, more, sizeof(more)), 0);
+        if (refills == 3)
+            tk_conn_close_after_flush(c, TK_CLOSE_LOCAL);
+    }
+}
+
+static void stop_on_close(tk_conn *c, tk_close_reason why, int err)
+{
+    closed_why = why;
+    closed_err = err;
+    tk_loop_stop(tk_conn_loop(c));
+}
+
+/* Output queued from on_sent, followed by a close after flush, is all sent
+ * before the FIN: the FIN used to go out as soon as on_sent returned, and the
+ * rest then failed with EPIPE. */
+static void output_queued_from_on_sent_goes_out_before_fin(void **state)
+{
+    (void)state;
+    static const tk_conn_handler h = {
+        .on_data = ignore_input, .on_sent = refill_then_close, .on_close = stop_on_close};
+    tk_loop *loop;
+    assert_int_equal(tk_loop_new(&loop), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(tk_sock_set_nonblock(sv[0], 1), 0);
+    tk_conn_limits lim;
+    tk_conn_limits_init(&lim);
+    lim.linger_ms = 10000;
+    tk_conn *c;
+    assert_int_equal(tk_conn_new(loop, sv[0], &h, &lim, NULL, &c), 0);
+    refills = 0;
+    assert_int_equal(tk_conn_write(c, "start", 5), 0);
+    /* The peer reads everything, then closes: the loop ends on on_close. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(sv[0]);
+        char buf[65536];
+        size_t total = 0;
+        ssize_t r;
+        while ((r = read(sv[1], buf, sizeof(buf))) > 0)
+            total += (size_t)r;
+        _exit(r == 0 && total == 5 + 3 * 100000 ? 0 : 1);
+    }
+    close(sv[1]); /* the child's copy is the peer now */
+    closed_why = TK_CLOSE_ERROR;
+    alarm(10);
+    tk_loop_run(loop);
+    alarm(0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); /* every byte, then EOF */
+    assert_int_equal(closed_why, TK_CLOSE_LOCAL);
+    assert_int_equal(closed_err, 0);
+    tk_loop_free(loop);
+}
+
 /* A service that handles one line, then pauses until told to go on. */
 static char seen[64];
 static size_t seen_len;
@@ -231,6 +301,7 @@ int main(void)
         cmocka_unit_test(resume_redelivers_held_input),
         cmocka_unit_test(file_ranges_keep_order_and_skip_memory_limits),
         cmocka_unit_test(file_shorter_than_range_closes_with_enodata),
+        cmocka_unit_test(output_queued_from_on_sent_goes_out_before_fin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
