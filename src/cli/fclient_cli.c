@@ -118,7 +118,8 @@ static void draw_bars(fcli *f)
     for (item *it = f->items; it && n < MAX_BARS; it = it->next, n++) {
         char done[16], total[16], rate[16], eta[32] = "--:--";
         double secs = (double)(now - it->start_us) / 1e6;
-        double bps = secs > 0.2 ? (double)it->done / secs : 0;
+        uint64_t moved = it->done - tk_fxfer_resumed_from(it->x);
+        double bps = secs > 0.2 ? (double)moved / secs : 0;
         fcli_human(it->done, done, sizeof(done));
         fcli_human(it->total, total, sizeof(total));
         fcli_human((uint64_t)bps, rate, sizeof(rate));

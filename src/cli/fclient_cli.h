@@ -42,7 +42,7 @@ enum {
     "  -h, --help                this help\n"                                                      \
     "\n"                                                                                           \
     "exit status: 0 done, 1 a transfer failed, 2 usage, 3 refused, 4 timed out,\n"                 \
-    "5 connection lost\n"
+    "5 connection lost, 130 interrupted (partial downloads stay for --continue)\n"
 
 typedef struct fcli fcli;
 

@@ -22,12 +22,12 @@ void files_options_init(files_options *o, const char *cmd)
     o->files.sockopts.ka_count = 6;
 }
 
-static int size_opt(files_options *o, const char *flag, const char *arg, size_t lo, size_t hi,
-                    size_t *out)
+static int size_opt(files_options *o, const char *flag, const char *range, const char *arg,
+                    size_t lo, size_t hi, size_t *out)
 {
     size_t v;
     if (opt_size(arg, &v) < 0 || v < lo || v > hi)
-        return opt_usage_error(o->cmd, "bad %s '%s'", flag, arg);
+        return opt_usage_error(o->cmd, "bad %s '%s'%s", flag, arg, range);
     *out = v;
     return 0;
 }
@@ -59,19 +59,19 @@ int files_option(files_options *o, int ch, const char *arg)
             return opt_usage_error(o->cmd, "bad --sendfile '%s' (auto, on or off)", arg);
         return 0;
     case FO_MAX_UPLOAD:
-        rc = size_opt(o, "--max-upload", arg, 0, SIZE_MAX, &sz);
+        rc = size_opt(o, "--max-upload", "", arg, 0, SIZE_MAX, &sz);
         c->max_upload = sz;
         return rc;
     case FO_MIN_FREE:
-        rc = size_opt(o, "--min-free", arg, 0, SIZE_MAX, &sz);
+        rc = size_opt(o, "--min-free", "", arg, 0, SIZE_MAX, &sz);
         c->min_free = sz;
         return rc;
     case FO_CHUNK:
-        rc = size_opt(o, "--chunk-size (4K to 8M)", arg, 4096, 8u << 20, &sz);
+        rc = size_opt(o, "--chunk-size", " (4K to 8M)", arg, 4096, 8u << 20, &sz);
         c->chunk_size = sz;
         return rc;
     case FO_MAX_FRAME:
-        rc = size_opt(o, "--max-frame (64K to 16M)", arg, 64 * 1024, 16u << 20, &sz);
+        rc = size_opt(o, "--max-frame", " (64K to 16M)", arg, 64 * 1024, 16u << 20, &sz);
         c->max_frame = (uint32_t)sz;
         return rc;
     case FO_MAX_STREAMS:
@@ -111,9 +111,9 @@ int files_option(files_options *o, int ch, const char *arg)
         return 0;
     case FO_AUTH_KEY: o->key_path = arg; return 0;
     case FO_PARTIAL_TTL:
-        if (opt_duration_ms(arg, &ms) < 0)
-            return opt_usage_error(o->cmd, "bad --partial-ttl '%s' (seconds; 0: keep)", arg);
-        c->partial_ttl_s = ms / 1000;
+        if (opt_uint(arg, 0, 100u * 365 * 86400, &v) < 0)
+            return opt_usage_error(o->cmd, "bad --partial-ttl '%s' (whole seconds; 0: keep)", arg);
+        c->partial_ttl_s = (uint32_t)v;
         return 0;
     case FO_HASH_THREADS:
         if (opt_uint(arg, 1, 64, &v) < 0)

@@ -16,8 +16,6 @@
 
 /* Longest v1 request payload: a name. */
 #define FILES_V1_MAX_NAME 4096
-/* Control frames (everything but DATA and ENTRIES) are at most this long. */
-#define FILES_CONTROL_MAX (FILES_V1_MAX_NAME + 64)
 /* Bytes of output a connection keeps queued ahead of the kernel while it has
  * streams to serve: two frames, so the socket never runs dry between turns. */
 #define FILES_PUMP_FRAMES 2
@@ -94,6 +92,7 @@ struct files_stream {
     uint8_t put_flags;
     char part[64];
     char final[FILES_COMPONENT_MAX + 1];
+    char *path; /* the whole name, for the log */
 };
 
 struct files_conn {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/statvfs.h>
@@ -91,10 +92,6 @@ int files_put_start(files_conn *fc, files_stream *s, const char *path, uint64_t 
         *msg = "the file is larger than the server accepts";
         return -TK_FERR_TOO_LARGE;
     }
-    if ((flags & TK_PUT_OVERWRITE) && !f->cfg.allow_overwrite) {
-        *msg = "replacing files is not enabled on this server";
-        return -TK_FERR_FORBIDDEN;
-    }
     char parent[FILES_NAME_MAX + 1];
     const char *base = files_split_parent(path, parent);
     s->dirfd = files_open_beneath(f->rootfd, parent, O_RDONLY | O_DIRECTORY, msg);
@@ -109,12 +106,17 @@ int files_put_start(files_conn *fc, files_stream *s, const char *path, uint64_t 
             *msg = "a file of that name exists";
             return -TK_FERR_EXISTS;
         }
+        if (!f->cfg.allow_overwrite) {
+            *msg = "a file of that name exists, and replacing files is not enabled";
+            return -TK_FERR_FORBIDDEN;
+        }
         if (!S_ISREG(st.st_mode)) {
             *msg = "only a regular file can be replaced";
             return -TK_FERR_NOT_REGULAR;
         }
     }
     snprintf(s->final, sizeof(s->final), "%s", base);
+    s->path = strdup(path);
     partial_name(base, size, s->part);
     uint64_t offset;
     int rc = open_partial(s, size, flags, &offset, msg);
@@ -205,8 +207,8 @@ static void on_finished(files_job *j, void *owner)
     } else {
         char who[TK_ADDR_STRLEN];
         tk_info("files: %s stored %s (%llu bytes)",
-                tk_addr_format(tk_conn_peer(fc->conn), who, sizeof(who)), s->final,
-                (unsigned long long)s->size);
+                tk_addr_format(tk_conn_peer(fc->conn), who, sizeof(who)),
+                s->path ? s->path : s->final, (unsigned long long)s->size);
         unsigned char *p = files_frame_reserve(fc, TK_FRAME_HEADER + 44);
         if (p)
             files_frame_commit(fc, p, tk_v2_encode_done(p, fc->tag_len, s->id, s->size, j->digest));

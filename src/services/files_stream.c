@@ -65,8 +65,17 @@ void files_stream_free(files_stream *s)
     tk_file_unref(s->file);
     if (s->dir)
         closedir(s->dir);
+    if (s->kind == KIND_PUT && s->fd >= 0 && !s->job) {
+        /* Unfinished: an empty partial has nothing to resume; a longer one
+         * gives back the blocks reserved past what arrived. */
+        if (s->received == 0)
+            (void)unlinkat(s->dirfd, s->part, 0);
+        else
+            (void)ftruncate(s->fd, (off_t)s->received);
+    }
     if (s->fd >= 0)
         close(s->fd);
+    free(s->path);
     if (s->dirfd >= 0)
         close(s->dirfd);
     free(s->v1_name);

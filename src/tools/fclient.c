@@ -247,7 +247,7 @@ void fc_start_waiting(tk_fclient *c)
             rc = fc_put_prepare(x);
         if (rc < 0) {
             char msg[160];
-            snprintf(msg, sizeof(msg), "%s: %s", x->local, strerror(-rc));
+            snprintf(msg, sizeof(msg), "cannot use %s", x->local);
             x->state = FXS_END; /* nothing was sent: no CANCEL */
             fc_xfer_end(x, rc, msg);
             continue;
