@@ -801,6 +801,13 @@ static int reading_allowed(const tk_conn *c)
 
 static void do_read(tk_conn *c, int budget)
 {
+    /* Input held over a pause goes first: bytes or a FIN read now must not
+     * overtake it. */
+    if (c->flags & F_REDELIVER) {
+        redeliver(c);
+        if (c->flags & (F_CLOSED | F_PAUSE_USER))
+            return;
+    }
     unsigned char *scratch = tk_loop_scratch(c->loop);
     size_t room = tk_loop_scratch_size();
     while (budget-- > 0 && reading_allowed(c)) {

@@ -89,6 +89,7 @@ struct files_stream {
     int dirfd;
     uint64_t received;
     int failed; /* an error was sent; later DATA is dropped */
+    int locked; /* this upload holds the partial's lock */
     uint8_t put_flags;
     char part[64];
     char final[FILES_COMPONENT_MAX + 1];

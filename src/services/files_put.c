@@ -49,6 +49,7 @@ static int open_partial(files_stream *s, uint64_t size, uint8_t flags, uint64_t 
         *msg = "an upload of this file is in progress";
         return -TK_FERR_BUSY;
     }
+    s->locked = 1;
     struct stat st;
     if (fstat(s->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         *msg = "cannot use the partial file";

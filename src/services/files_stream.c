@@ -65,7 +65,7 @@ void files_stream_free(files_stream *s)
     tk_file_unref(s->file);
     if (s->dir)
         closedir(s->dir);
-    if (s->kind == KIND_PUT && s->fd >= 0 && !s->job) {
+    if (s->kind == KIND_PUT && s->locked && !s->job) {
         /* Unfinished: an empty partial has nothing to resume; a longer one
          * gives back the blocks reserved past what arrived. */
         if (s->received == 0)

@@ -293,6 +293,47 @@ static void resume_redelivers_held_input(void **state)
     tk_loop_free(loop);
 }
 
+static size_t eof_rest_len = 99;
+
+static void note_eof(tk_conn *c, const unsigned char *rest, size_t len)
+{
+    (void)rest;
+    eof_rest_len = len;
+    tk_conn_close_after_flush(c, TK_CLOSE_PEER);
+}
+
+/* Input held during a pause is handed over before anything read after the
+ * resume, the peer's FIN included: a read that found the FIN first used to
+ * pass the held requests to on_eof as an unfinished rest. */
+static void held_input_comes_before_a_later_eof(void **state)
+{
+    (void)state;
+    static const tk_conn_handler h = {.on_data = one_line_then_pause, .on_eof = note_eof};
+    tk_loop *loop;
+    assert_int_equal(tk_loop_new(&loop), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    tk_conn_limits lim;
+    tk_conn_limits_init(&lim);
+    tk_conn *c;
+    assert_int_equal(tk_conn_new(loop, sv[0], &h, &lim, NULL, &c), 0);
+    seen_len = 0;
+    eof_rest_len = 99;
+    assert_int_equal(write(sv[1], "a\nb\nc\n", 6), 6);
+    assert_int_equal(shutdown(sv[1], SHUT_WR), 0);
+    tk_conn_drain_input(c);
+    assert_int_equal(seen_len, 2);
+    tk_conn_resume_read(c);
+    tk_conn_drain_input(c); /* the readiness event that comes before the deferred phase */
+    assert_int_equal(seen_len, 6);
+    assert_memory_equal(seen, "a\nb\nc\n", 6);
+    assert_int_equal(eof_rest_len, 0);
+    tk_loop_run_pending(loop);
+    close(sv[1]);
+    tk_loop_run_pending(loop);
+    tk_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +343,7 @@ int main(void)
         cmocka_unit_test(file_ranges_keep_order_and_skip_memory_limits),
         cmocka_unit_test(file_shorter_than_range_closes_with_enodata),
         cmocka_unit_test(output_queued_from_on_sent_goes_out_before_fin),
+        cmocka_unit_test(held_input_comes_before_a_later_eof),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
