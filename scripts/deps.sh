@@ -5,7 +5,7 @@
 set -eu
 
 build="gcc make pkg-config libjansson-dev libicu-dev libedit-dev libsqlite3-dev libssl-dev libzstd-dev"
-test="$build libcmocka-dev python3 python3-pytest netcat-openbsd socat procps util-linux"
+test="$build libcmocka-dev python3 python3-pytest python3-zstandard netcat-openbsd socat procps util-linux"
 fuzz="clang libclang-rt-14-dev"
 bench="$build golang-go procps redis-server iperf3 nginx curl python3"
 
