@@ -185,16 +185,7 @@ static int chat_option(chat_options *o, int ch, const char *arg)
     uint32_t ms;
     const char *cmd = o->cmd;
     switch (ch) {
-    case 'l': {
-        char host[TK_HOST_MAX];
-        int port;
-        if (tk_addr_split(arg, host, &port) < 0)
-            return opt_usage_error(cmd, "bad --listen '%s' (HOST:PORT, [IPv6]:PORT or :PORT)", arg);
-        if (o->server.nlisten == TK_SERVER_MAX_LISTEN)
-            return opt_usage_error(cmd, "at most %d --listen addresses", TK_SERVER_MAX_LISTEN);
-        o->server.listen[o->server.nlisten++] = arg;
-        return 0;
-    }
+    case 'l': return opt_listen(cmd, &o->server, "--listen", arg);
     case O_MODE:
         if (strcmp(arg, "auto") == 0)
             c->mode = TK_CHAT_MODE_AUTO;

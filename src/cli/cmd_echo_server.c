@@ -58,15 +58,9 @@ int cmd_echo_server(int argc, char **argv)
             return 0;
         }
         if (ch == 'l') {
-            char host[TK_HOST_MAX];
-            int port;
-            if (tk_addr_split(optarg, host, &port) < 0)
-                return opt_usage_error(o.cmd, "bad --listen '%s' (HOST:PORT, [IPv6]:PORT or :PORT)",
-                                       optarg);
-            if (o.server.nlisten == TK_SERVER_MAX_LISTEN)
-                return opt_usage_error(o.cmd, "at most %d --listen addresses",
-                                       TK_SERVER_MAX_LISTEN);
-            o.server.listen[o.server.nlisten++] = optarg;
+            int rc = opt_listen(o.cmd, &o.server, "--listen", optarg);
+            if (rc)
+                return rc;
             continue;
         }
         int rc = echo_option(&o, ch, optarg);

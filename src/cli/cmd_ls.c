@@ -41,6 +41,7 @@ typedef struct {
     size_t cap;
     const char *dir; /* the PATH being listed, for names and digest requests */
     int listed_dir;  /* PATH was a directory and its listing arrived */
+    int stat_sent;   /* PATH was a file: a STAT replaced the LIST */
     int ok;
 } ls_state;
 
@@ -123,8 +124,15 @@ static void print_rows(ls_state *s)
                 snprintf(hex + 2 * k, 3, "%02x", r->digest[k]);
         if (s->json) {
             strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "name", r->name, "kind",
-                                  kind_name(r->kind), "size", (json_int_t)r->size, "mtime", when);
+            /* The path on the server, so rows of several PATHs stay apart. */
+            char path[8192];
+            if (s->listed_dir && s->dir[0])
+                snprintf(path, sizeof(path), "%s/%s", s->dir, r->name);
+            else
+                snprintf(path, sizeof(path), "%s", r->name);
+            json_t *o =
+                json_pack("{s:s, s:s, s:s, s:I, s:s}", "name", r->name, "path", path, "kind",
+                          kind_name(r->kind), "size", (json_int_t)r->size, "mtime", when);
             if (o && r->has_digest)
                 json_object_set_new(o, "sha256", json_string(hex));
             char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
@@ -156,9 +164,10 @@ static int on_done(tk_fxfer *x, int err, void *arg)
     /* LIST of a file: ask for the file itself. */
     if (err == TK_FERR_NOT_DIR) {
         (void)tk_fclient_stat(fcli_client(s->f), tk_fxfer_remote(x), s->sha);
+        s->stat_sent = 1;
         return 1;
     }
-    if (err == 0 && strcmp(tk_fxfer_remote(x), s->dir) == 0)
+    if (err == 0 && !s->stat_sent && strcmp(tk_fxfer_remote(x), s->dir) == 0)
         s->listed_dir = 1;
     return 0;
 }
@@ -206,6 +215,7 @@ int cmd_ls(int argc, char **argv)
         s.f = f;
         s.dir = path;
         s.listed_dir = 0;
+        s.stat_sent = 0;
         fcli_on_entry(f, on_entry, &s);
         fcli_on_info(f, on_info, &s);
         fcli_on_done(f, on_done, &s);

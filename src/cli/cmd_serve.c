@@ -47,18 +47,6 @@ static const char usage_text[] =
     "Every echo-server option is accepted too and applies to the echo service;\n"
     "the chat service runs with chat-server's defaults.\n";
 
-static int add_listen(const char *cmd, tk_server_config *cfg, const char *flag, const char *arg)
-{
-    char host[TK_HOST_MAX];
-    int port;
-    if (tk_addr_split(arg, host, &port) < 0)
-        return opt_usage_error(cmd, "bad %s '%s' (HOST:PORT, [IPv6]:PORT or :PORT)", flag, arg);
-    if (cfg->nlisten == TK_SERVER_MAX_LISTEN)
-        return opt_usage_error(cmd, "too many %s addresses", flag);
-    cfg->listen[cfg->nlisten++] = arg;
-    return 0;
-}
-
 int cmd_serve(int argc, char **argv)
 {
     echo_options o;
@@ -83,8 +71,8 @@ int cmd_serve(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "t:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'h': fputs(usage_text, stdout); return 0;
-        case OPT_ECHO_LISTEN: rc = add_listen(o.cmd, &o.server, "--echo-listen", optarg); break;
-        case OPT_CHAT_LISTEN: rc = add_listen(o.cmd, &co.server, "--chat-listen", optarg); break;
+        case OPT_ECHO_LISTEN: rc = opt_listen(o.cmd, &o.server, "--echo-listen", optarg); break;
+        case OPT_CHAT_LISTEN: rc = opt_listen(o.cmd, &co.server, "--chat-listen", optarg); break;
         case OPT_CHAT_DB:
             co.chat.db_path = optarg;
             rc = 0;
@@ -93,7 +81,7 @@ int cmd_serve(int argc, char **argv)
             co.ephemeral = 1;
             rc = 0;
             break;
-        case OPT_FILES_LISTEN: rc = add_listen(o.cmd, &fo.server, "--files-listen", optarg); break;
+        case OPT_FILES_LISTEN: rc = opt_listen(o.cmd, &fo.server, "--files-listen", optarg); break;
         default:
             rc = files_option(&fo, ch, optarg);
             if (rc < 0)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/opts.h"
+#include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
 int opt_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
@@ -127,5 +128,17 @@ int opt_keepalive(const char *arg, tk_sockopts *s)
         s->ka_intvl_s = (int)v[1];
     if (i > 2)
         s->ka_count = (int)v[2];
+    return 0;
+}
+
+int opt_listen(const char *cmd, tk_server_config *cfg, const char *flag, const char *arg)
+{
+    char host[TK_HOST_MAX];
+    int port;
+    if (tk_addr_split(arg, host, &port) < 0)
+        return opt_usage_error(cmd, "bad %s '%s' (HOST:PORT, [IPv6]:PORT or :PORT)", flag, arg);
+    if (cfg->nlisten == TK_SERVER_MAX_LISTEN)
+        return opt_usage_error(cmd, "at most %d %s addresses", TK_SERVER_MAX_LISTEN, flag);
+    cfg->listen[cfg->nlisten++] = arg;
     return 0;
 }
