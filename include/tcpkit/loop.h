@@ -82,11 +82,17 @@ void tk_loop_update_time(tk_loop *loop);
 /* Monotonic clock in microseconds, read now (not cached). */
 uint64_t tk_clock_us(void);
 
-/* A per-loop scratch buffer of tk_loop_scratch_size() bytes, valid only until
+/* A per-loop scratch buffer of tk_loop_scratch_size(loop) bytes, valid only until
  * the calling callback returns. tk_conn reads into it: code running inside a
  * connection's on_data must not use it. */
 unsigned char *tk_loop_scratch(tk_loop *loop);
-size_t tk_loop_scratch_size(void);
+size_t tk_loop_scratch_size(const tk_loop *loop);
+
+/* Sets the scratch buffer's size (64 KiB by default, up to 16 MiB): the most
+ * a connection reads with one recv(). A bulk receiver reads fewer, larger
+ * pieces with a larger one. Call before the loop has connections. Returns
+ * 0, -EINVAL or -ENOMEM (the old buffer stays). */
+int tk_loop_set_scratch_size(tk_loop *loop, size_t size);
 
 /* An opaque pointer the embedding application may attach to the loop. */
 void tk_loop_set_data(tk_loop *loop, void *data);

@@ -15,6 +15,7 @@
 #include "timer_heap.h"
 
 #define TK_SCRATCH_SIZE (64 * 1024)
+#define TK_SCRATCH_MAX  (16 * 1024 * 1024)
 #define TK_READY_CAP    256
 
 typedef struct tk_post {
@@ -46,7 +47,9 @@ struct tk_loop {
     void *sig_arg;
 
     tk_ready ready[TK_READY_CAP];
-    unsigned char scratch[TK_SCRATCH_SIZE];
+    unsigned char *scratch; /* scratch_inline, or a larger buffer of its own */
+    size_t scratch_size;
+    unsigned char scratch_inline[TK_SCRATCH_SIZE];
 };
 
 uint64_t tk_clock_us(void)
@@ -71,9 +74,25 @@ unsigned char *tk_loop_scratch(tk_loop *loop)
     return loop->scratch;
 }
 
-size_t tk_loop_scratch_size(void)
+size_t tk_loop_scratch_size(const tk_loop *loop)
 {
-    return TK_SCRATCH_SIZE;
+    return loop->scratch_size;
+}
+
+int tk_loop_set_scratch_size(tk_loop *loop, size_t size)
+{
+    if (size < TK_SCRATCH_SIZE || size > TK_SCRATCH_MAX)
+        return -EINVAL;
+    if (size == loop->scratch_size)
+        return 0;
+    unsigned char *p = size == TK_SCRATCH_SIZE ? loop->scratch_inline : malloc(size);
+    if (!p)
+        return -ENOMEM;
+    if (loop->scratch != loop->scratch_inline)
+        free(loop->scratch);
+    loop->scratch = p;
+    loop->scratch_size = size;
+    return 0;
 }
 
 void tk_loop_set_data(tk_loop *loop, void *data)
@@ -109,6 +128,8 @@ int tk_loop_new(tk_loop **out)
     tk_loop *loop = calloc(1, sizeof(*loop));
     if (!loop)
         return -ENOMEM;
+    loop->scratch = loop->scratch_inline;
+    loop->scratch_size = TK_SCRATCH_SIZE;
     int err = tk_backend_new(&loop->backend);
     if (err < 0) {
         free(loop);
@@ -165,6 +186,8 @@ void tk_loop_free(tk_loop *loop)
     pthread_mutex_destroy(&loop->post_lock);
     tk_heap_free(&loop->timers);
     tk_backend_free(loop->backend);
+    if (loop->scratch != loop->scratch_inline)
+        free(loop->scratch);
     free(loop);
 }
 

@@ -202,7 +202,7 @@ int tk_conn_new(tk_loop *loop, int fd, const tk_conn_handler *h, const tk_conn_l
     c->last_active_ms = tk_loop_now(loop);
     /* The buffer briefly holds a leftover plus one whole read; what stays
      * after the service consumed its messages is checked against max_input. */
-    tk_buf_init(&c->in, lim->max_input + tk_loop_scratch_size());
+    tk_buf_init(&c->in, lim->max_input + tk_loop_scratch_size(loop));
     tk_io_init(&c->io, fd, on_io);
     tk_timer_init(&c->timer, on_timer);
     tk_defer_init(&c->defer, on_defer);
@@ -809,7 +809,7 @@ static void do_read(tk_conn *c, int budget)
             return;
     }
     unsigned char *scratch = tk_loop_scratch(c->loop);
-    size_t room = tk_loop_scratch_size();
+    size_t room = tk_loop_scratch_size(c->loop);
     while (budget-- > 0 && reading_allowed(c)) {
         ssize_t r = recv(c->io.fd, scratch, room, 0);
         if (r > 0) {

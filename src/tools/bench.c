@@ -238,7 +238,7 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
         return;
 
     unsigned char *buf = tk_loop_scratch(loop);
-    size_t cap = tk_loop_scratch_size();
+    size_t cap = tk_loop_scratch_size(loop);
     uint64_t lines = 0;
     int lost = 0;
     err = 0;
