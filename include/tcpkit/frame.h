@@ -125,6 +125,40 @@ void tk_put_u64(unsigned char *p, uint64_t v);
  * Returns 0 with *size set, or -EINVAL. */
 int tk_v1_parse_response(const unsigned char *p, size_t n, uint64_t *size);
 
+/* The message a version-1 ERROR frame carries for a TK_FERR_* code (the
+ * seed's "File not found" for not_found); is_dir picks "Is a directory"
+ * over "Not a regular file". */
+const char *tk_v1_error_message(unsigned code, int is_dir);
+
+/* The TK_FERR_* code a version-1 error message stands for (TK_FERR_IO for
+ * a message tcpkit does not send). */
+unsigned tk_v1_error_code(const unsigned char *msg, size_t n);
+
+/* ---- Heartbeats ---- */
+
+/* One side's view of a version-2 connection's liveness. A side PINGs when it
+ * has heard nothing for an interval; the peer is gone when nothing arrived
+ * for three intervals and none of our data moved meanwhile. Our own PINGs
+ * are not progress: a dead peer's kernel, or our send buffer, takes them. */
+typedef struct {
+    uint64_t heard_ms; /* the last frame received */
+    uint64_t moved_ms; /* the last time our data (not PINGs) left */
+    uint64_t data_out; /* bytes of our data sent so far */
+    uint64_t ping_out; /* bytes of PINGs sent so far */
+} tk_heartbeat;
+
+typedef enum { TK_HB_QUIET = 0, TK_HB_PING, TK_HB_DEAD } tk_hb_action;
+
+/* Starts the clock at now_ms. */
+void tk_heartbeat_init(tk_heartbeat *h, uint64_t now_ms);
+
+/* What to do at a tick: bytes_out is everything sent on the connection. */
+tk_hb_action tk_heartbeat_tick(tk_heartbeat *h, uint64_t now_ms, uint64_t bytes_out,
+                               uint32_t interval_ms);
+
+/* A PING of frame_len bytes was queued. */
+void tk_heartbeat_pinged(tk_heartbeat *h, size_t frame_len);
+
 /* ---- Version 2 bodies ---- */
 
 /* HELLO body: flags u8, reserved u8 (0), features u16, max_frame u32,

@@ -424,3 +424,64 @@ size_t tk_entry_decode(const unsigned char *p, size_t n, tk_entry *e)
     e->name_len = len;
     return TK_ENTRY_FIXED + len;
 }
+
+/* Version-1 error messages: the seed's, and tcpkit's for what the seed
+ * never had to say. */
+static const struct {
+    unsigned code;
+    const char *msg;
+} v1_errors[] = {
+    {TK_FERR_NOT_FOUND, "File not found"},
+    {TK_FERR_NOT_REGULAR, "Not a regular file"},
+    {TK_FERR_NOT_REGULAR, "Is a directory"},
+    {TK_FERR_FORBIDDEN, "Access denied"},
+    {TK_FERR_TOO_LARGE, "Name too long"},
+    {TK_FERR_BAD_REQUEST, "Bad file name"},
+    {TK_FERR_BUSY, "Server busy"},
+    {TK_FERR_CHANGED, "File changed while opening"},
+    {TK_FERR_SHUTDOWN, "Server shutting down"},
+    {TK_FERR_AUTH, "Authentication required (protocol version 2)"},
+};
+
+const char *tk_v1_error_message(unsigned code, int is_dir)
+{
+    if (code == TK_FERR_NOT_REGULAR && is_dir)
+        return "Is a directory";
+    for (size_t i = 0; i < sizeof(v1_errors) / sizeof(v1_errors[0]); i++)
+        if (v1_errors[i].code == code)
+            return v1_errors[i].msg;
+    return "Read error";
+}
+
+unsigned tk_v1_error_code(const unsigned char *msg, size_t n)
+{
+    for (size_t i = 0; i < sizeof(v1_errors) / sizeof(v1_errors[0]); i++)
+        if (strlen(v1_errors[i].msg) == n && memcmp(v1_errors[i].msg, msg, n) == 0)
+            return v1_errors[i].code;
+    return TK_FERR_IO;
+}
+
+void tk_heartbeat_init(tk_heartbeat *h, uint64_t now_ms)
+{
+    memset(h, 0, sizeof(*h));
+    h->heard_ms = h->moved_ms = now_ms;
+}
+
+tk_hb_action tk_heartbeat_tick(tk_heartbeat *h, uint64_t now_ms, uint64_t bytes_out,
+                               uint32_t interval_ms)
+{
+    uint64_t data = bytes_out > h->ping_out ? bytes_out - h->ping_out : 0;
+    if (data > h->data_out) {
+        h->data_out = data;
+        h->moved_ms = now_ms;
+    }
+    uint64_t alive = h->heard_ms > h->moved_ms ? h->heard_ms : h->moved_ms;
+    if (now_ms - alive >= 3ull * interval_ms)
+        return TK_HB_DEAD;
+    return now_ms - h->heard_ms >= interval_ms ? TK_HB_PING : TK_HB_QUIET;
+}
+
+void tk_heartbeat_pinged(tk_heartbeat *h, size_t frame_len)
+{
+    h->ping_out += frame_len;
+}

@@ -127,7 +127,6 @@ int tk_files_new(const tk_files_config *c, tk_workers *w, tk_files **out, char *
         return -ENOMEM;
     f->cfg = *c;
     f->rootfd = -1;
-    f->workers = w;
     int rc = check_config(&f->cfg, err, errcap);
     if (rc < 0)
         goto fail;
@@ -225,33 +224,29 @@ static void hb_arm(files_conn *fc)
         (void)tk_timer_start(fc->fl->loop, &fc->hb, hb);
 }
 
-/* Heartbeat tick (v2): PING a silent peer; after three intervals of silence
- * in which none of our data moved either, the peer is gone. Our own PINGs
- * do not count as data: a peer's kernel takes them whether it lives or not. */
+/* Heartbeat tick (v2): PING a silent peer, drop a gone one (the rule is
+ * tk_heartbeat_tick's). No PING goes out before the HELLO is answered. */
 static void on_hb(tk_loop *loop, tk_timer *t)
 {
     files_conn *fc = (files_conn *)((char *)t - offsetof(files_conn, hb));
     uint64_t now = tk_loop_now(loop);
-    uint32_t hb = fc->fl->f->cfg.heartbeat_ms;
-    uint64_t sent = tk_conn_bytes_out(fc->conn);
-    uint64_t out = sent > fc->ping_bytes ? sent - fc->ping_bytes : 0;
-    if (out > fc->last_out) {
-        fc->last_out = out;
-        fc->last_out_ms = now;
-    }
-    uint64_t heard = fc->last_rx_ms > fc->last_out_ms ? fc->last_rx_ms : fc->last_out_ms;
-    if (now - heard >= 3ull * hb) {
-        tk_debug("files: peer silent for %llu ms", (unsigned long long)(now - fc->last_rx_ms));
+    switch (tk_heartbeat_tick(&fc->beat, now, tk_conn_bytes_out(fc->conn),
+                              fc->fl->f->cfg.heartbeat_ms)) {
+    case TK_HB_DEAD:
+        tk_debug("files: peer silent for %llu ms", (unsigned long long)(now - fc->beat.heard_ms));
         tk_conn_close(fc->conn, TK_CLOSE_IDLE, -ETIMEDOUT);
         return;
-    }
-    if (now - fc->last_rx_ms >= hb) {
-        unsigned char *p = files_frame_reserve(fc, TK_FRAME_HEADER + 12);
-        if (p) {
-            files_frame_commit(fc, p,
-                               tk_v2_encode_ping(p, fc->tag_len, TK_V2_PING, ++fc->ping_token));
-            fc->ping_bytes += TK_FRAME_HEADER + 12 + fc->tag_len;
+    case TK_HB_PING:
+        if (fc->hello_done) {
+            unsigned char *p = files_frame_reserve(fc, TK_FRAME_HEADER + 12);
+            if (p) {
+                files_frame_commit(fc, p,
+                                   tk_v2_encode_ping(p, fc->tag_len, TK_V2_PING, ++fc->ping_token));
+                tk_heartbeat_pinged(&fc->beat, TK_FRAME_HEADER + 12 + fc->tag_len);
+            }
         }
+        break;
+    case TK_HB_QUIET: break;
     }
     hb_arm(fc);
 }
@@ -261,25 +256,22 @@ static void on_hb(tk_loop *loop, tk_timer *t)
 static size_t on_data(tk_conn *c, const unsigned char *data, size_t len)
 {
     files_conn *fc = tk_conn_data(c);
-    fc->last_rx_ms = tk_loop_now(fc->fl->loop);
+    fc->beat.heard_ms = tk_loop_now(fc->fl->loop);
     if (fc->proto == PROTO_UNKNOWN) {
-        if (data[0] == TK_FRAME_V1 && fc->fl->f->cfg.auth_key) {
-            /* Version 1 has no authentication: it cannot be let in. */
-            fc->proto = PROTO_V1;
-            files_conn_fail(fc, TK_FERR_AUTH, "Authentication required (protocol version 2)");
-            return len;
-        } else if (data[0] == TK_FRAME_V1) {
-            fc->proto = PROTO_V1;
-        } else if (data[0] == TK_FRAME_V2) {
-            fc->proto = PROTO_V2;
-            hb_arm(fc);
-        } else {
+        fc->proto = data[0] == TK_FRAME_V2 ? PROTO_V2 : PROTO_V1;
+        if (data[0] != TK_FRAME_V1 && data[0] != TK_FRAME_V2) {
             char msg[64];
             snprintf(msg, sizeof(msg), "Unsupported protocol version %u", data[0]);
-            files_v1_error(fc, msg);
-            tk_conn_close_after_flush(c, TK_CLOSE_LOCAL);
+            files_conn_fail(fc, TK_FERR_UNSUPPORTED, msg);
             return len;
         }
+        if (fc->proto == PROTO_V1 && fc->fl->f->cfg.auth_key) {
+            /* Version 1 has no authentication: it cannot be let in. */
+            files_conn_fail(fc, TK_FERR_AUTH, tk_v1_error_message(TK_FERR_AUTH, 0));
+            return len;
+        }
+        if (fc->proto == PROTO_V2)
+            hb_arm(fc);
     }
     if (fc->proto == PROTO_V2) {
         size_t used = files_v2_input(fc, data, len);
@@ -426,7 +418,7 @@ static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     fc->fl = fl;
     fc->sendfile = f->cfg.sendfile == TK_FILES_SENDFILE_ON ||
                    (f->cfg.sendfile == TK_FILES_SENDFILE_AUTO && !is_loopback(peer));
-    fc->last_rx_ms = fc->last_out_ms = tk_loop_now(fl->loop);
+    tk_heartbeat_init(&fc->beat, tk_loop_now(fl->loop));
     tk_timer_init(&fc->hb, on_hb);
     tk_conn_set_metrics(fc->conn, fl->metrics);
     tk_metrics_conn_open(fl->metrics);

@@ -32,7 +32,6 @@ struct tk_files {
     int rootfd;
     mode_t file_mode; /* of stored uploads: 0666 less the umask at start */
     files_work *work;
-    tk_workers *workers;
     tk_server *server;
     tk_metrics *metrics;
     files_loop *loops;
@@ -88,7 +87,6 @@ struct files_stream {
     int fd; /* the partial file, -1 when none */
     int dirfd;
     uint64_t received;
-    int failed; /* an error was sent; later DATA is dropped */
     int locked; /* this upload holds the partial's lock */
     uint8_t put_flags;
     char part[64];
@@ -105,10 +103,9 @@ struct files_conn {
     int sendfile; /* plain downloads use sendfile() on this connection */
     /* v2 */
     int hello_done;
-    int auth;
     tk_frame_mac *mac_in;
     tk_frame_mac *mac_out;
-    size_t tag_len; /* TK_FRAME_TAG with auth, else 0 */
+    size_t tag_len; /* TK_FRAME_TAG with authentication, else 0 */
     uint16_t features;
     uint32_t peer_max_frame;
     files_stream *streams;
@@ -123,12 +120,9 @@ struct files_conn {
     int v1_progress; /* the last files_v1_input call consumed a frame */
     /* heartbeat */
     tk_timer hb;
-    uint64_t last_rx_ms;
-    uint64_t last_out;
-    uint64_t last_out_ms;
+    tk_heartbeat beat;
     uint64_t ping_token;
-    uint64_t ping_bytes; /* heartbeat bytes sent, which are not progress */
-    int closing;         /* no new requests; close once the streams are done */
+    int closing; /* no new requests; close once the streams are done */
 };
 
 /* files.c */

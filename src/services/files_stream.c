@@ -237,9 +237,7 @@ static void finish_get(files_stream *s)
         return;
     }
     struct stat now;
-    if (fstat(tk_file_fd(s->file), &now) < 0 || now.st_size != s->st.st_size ||
-        now.st_mtim.tv_sec != s->st.st_mtim.tv_sec ||
-        now.st_mtim.tv_nsec != s->st.st_mtim.tv_nsec) {
+    if (fstat(tk_file_fd(s->file), &now) < 0 || !files_stat_same(&s->st, &now)) {
         stream_error(s, TK_FERR_CHANGED, "the file changed while it was sent");
         return;
     }

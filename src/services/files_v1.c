@@ -6,27 +6,17 @@
 
 #include "files_internal.h"
 
-/* The seed's messages for the errors a version-1 client can meet. */
+/* The version-1 message for a negative TK_FERR_* code and its reason. */
 static const char *v1_message(int code, const char *msg)
 {
-    switch (-code) {
-    case TK_FERR_NOT_FOUND: return "File not found";
-    case TK_FERR_NOT_REGULAR:
-        return strcmp(msg, "is a directory") == 0 ? "Is a directory" : "Not a regular file";
-    case TK_FERR_FORBIDDEN: return "Access denied";
-    case TK_FERR_TOO_LARGE: return "Name too long";
-    case TK_FERR_BAD_REQUEST: return "Bad file name";
-    case TK_FERR_BUSY: return "Server busy";
-    case TK_FERR_CHANGED: return "File changed while opening";
-    default: return "Read error";
-    }
+    return tk_v1_error_message((unsigned)-code, strcmp(msg, "is a directory") == 0);
 }
 
 static void v1_request(files_conn *fc, const unsigned char *name, size_t n)
 {
     tk_files *f = fc->fl->f;
     if (fc->fl->shutting_down) {
-        files_v1_error(fc, "Server shutting down");
+        files_v1_error(fc, tk_v1_error_message(TK_FERR_SHUTDOWN, 0));
         return;
     }
     char path[FILES_NAME_MAX + 1];
@@ -48,7 +38,7 @@ static void v1_request(files_conn *fc, const unsigned char *name, size_t n)
     if (!s || !s->v1_name) {
         if (s)
             files_stream_free(s);
-        files_v1_error(fc, "Server busy");
+        files_v1_error(fc, tk_v1_error_message(TK_FERR_BUSY, 0));
         return;
     }
     memcpy(s->v1_name, name, n);

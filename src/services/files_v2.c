@@ -49,7 +49,6 @@ static void hello(files_conn *fc, const unsigned char *body, size_t n)
             files_conn_fail(fc, TK_FERR_IO, "cannot set up authentication");
             return;
         }
-        fc->auth = 1;
         fc->tag_len = TK_FRAME_TAG;
     }
     fc->hello_done = 1;

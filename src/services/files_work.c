@@ -22,11 +22,7 @@
 #define HASH_BLOCK (1024 * 1024)
 
 typedef struct {
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
-    struct timespec ctime;
+    struct stat st; /* the file the digest is of */
     int used;
     unsigned char digest[TK_FRAME_DIGEST];
 } cache_slot;
@@ -44,11 +40,11 @@ struct files_work {
     cache_slot cache[CACHE_SLOTS];
 };
 
-static int same_file(const cache_slot *c, const struct stat *st)
+int files_stat_same(const struct stat *a, const struct stat *b)
 {
-    return c->used && c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
-           c->mtime.tv_sec == st->st_mtim.tv_sec && c->mtime.tv_nsec == st->st_mtim.tv_nsec &&
-           c->ctime.tv_sec == st->st_ctim.tv_sec && c->ctime.tv_nsec == st->st_ctim.tv_nsec;
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
 static unsigned slot_of(const struct stat *st)
@@ -61,7 +57,7 @@ int files_digest_cached(files_work *w, const struct stat *st, unsigned char *dig
 {
     pthread_mutex_lock(&w->cache_mu);
     cache_slot *c = &w->cache[slot_of(st)];
-    int hit = same_file(c, st);
+    int hit = c->used && files_stat_same(&c->st, st);
     if (hit)
         memcpy(digest, c->digest, TK_FRAME_DIGEST);
     pthread_mutex_unlock(&w->cache_mu);
@@ -72,11 +68,7 @@ static void cache_put(files_work *w, const struct stat *st, const unsigned char 
 {
     pthread_mutex_lock(&w->cache_mu);
     cache_slot *c = &w->cache[slot_of(st)];
-    c->dev = st->st_dev;
-    c->ino = st->st_ino;
-    c->size = st->st_size;
-    c->mtime = st->st_mtim;
-    c->ctime = st->st_ctim;
+    c->st = *st;
     c->used = 1;
     memcpy(c->digest, digest, TK_FRAME_DIGEST);
     pthread_mutex_unlock(&w->cache_mu);
@@ -138,13 +130,7 @@ static void run_digest(files_work *w, files_job *j)
         return;
     }
     /* Only a file that did not change while it was read gets cached. */
-    if (fstat(j->fd, &after) == 0 && same_file(&(cache_slot){.dev = before.st_dev,
-                                                             .ino = before.st_ino,
-                                                             .size = before.st_size,
-                                                             .mtime = before.st_mtim,
-                                                             .ctime = before.st_ctim,
-                                                             .used = 1},
-                                               &after))
+    if (fstat(j->fd, &after) == 0 && files_stat_same(&before, &after))
         cache_put(w, &after, j->digest);
     else
         j->err = TK_FERR_CHANGED;

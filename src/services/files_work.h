@@ -52,6 +52,9 @@ int files_work_start(unsigned n, files_work **out);
 /* Stops the threads and frees every job not delivered yet. */
 void files_work_stop(files_work *w);
 
+/* Is b the same, unchanged file as a (device, inode, size, mtime, ctime)? */
+int files_stat_same(const struct stat *a, const struct stat *b);
+
 /* Looks the file up in the digest cache: 1 with digest filled, or 0. */
 int files_digest_cached(files_work *w, const struct stat *st, unsigned char *digest);
 

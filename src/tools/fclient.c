@@ -486,27 +486,6 @@ static void dispatch(tk_fclient *c, uint8_t type, const unsigned char *body, siz
 /* Longest version-1 error message taken. */
 #define FILES_V1_ERROR_MAX 400
 
-/* The code a version-1 error message stands for. */
-static int v1_code(const unsigned char *p, size_t n)
-{
-    static const struct {
-        const char *msg;
-        int code;
-    } map[] = {
-        {"File not found", TK_FERR_NOT_FOUND},
-        {"Access denied", TK_FERR_FORBIDDEN},
-        {"Is a directory", TK_FERR_NOT_REGULAR},
-        {"Not a regular file", TK_FERR_NOT_REGULAR},
-        {"Server busy", TK_FERR_BUSY},
-        {"Server shutting down", TK_FERR_SHUTDOWN},
-        {"Authentication required (protocol version 2)", TK_FERR_AUTH},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strlen(map[i].msg) == n && memcmp(map[i].msg, p, n) == 0)
-            return map[i].code;
-    return TK_FERR_IO;
-}
-
 static void v1_frame(tk_fclient *c, uint8_t type, const unsigned char *p, size_t n)
 {
     tk_fxfer *x = c->v1_head;
@@ -537,7 +516,7 @@ static void v1_frame(tk_fclient *c, uint8_t type, const unsigned char *p, size_t
     } else if (type == TK_V1_ERROR) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%.*s", (int)(n < 400 ? n : 400), p);
-        fc_xfer_end(x, v1_code(p, n), msg);
+        fc_xfer_end(x, (int)tk_v1_error_code(p, n), msg);
     } else {
         conn_fail(c, TK_FERR_PROTOCOL, "unknown version-1 frame type");
     }
@@ -554,7 +533,7 @@ static size_t on_data(tk_conn *conn, const unsigned char *data, size_t len)
     tk_fclient *c = tk_conn_data(conn);
     if (!c)
         return len;
-    c->last_rx_ms = tk_loop_now(c->loop);
+    c->beat.heard_ms = tk_loop_now(c->loop);
     uint8_t version = c->cfg.protocol == 1 ? TK_FRAME_V1 : TK_FRAME_V2;
     size_t off = 0;
     while (off < len && !c->failed) {
@@ -580,7 +559,8 @@ static size_t on_data(tk_conn *conn, const unsigned char *data, size_t len)
             char msg[512];
             snprintf(msg, sizeof(msg), "%.*s", st == TK_CODEC_OK ? (int)h.length : 0,
                      st == TK_CODEC_OK ? (const char *)body : "");
-            conn_fail(c, st == TK_CODEC_OK ? v1_code(body, h.length) : TK_FERR_PROTOCOL,
+            conn_fail(c,
+                      st == TK_CODEC_OK ? (int)tk_v1_error_code(body, h.length) : TK_FERR_PROTOCOL,
                       msg[0] ? msg : "the server refused the connection");
             return len;
         }
@@ -588,17 +568,23 @@ static size_t on_data(tk_conn *conn, const unsigned char *data, size_t len)
             conn_fail(c, TK_FERR_PROTOCOL, "the server speaks another protocol or version");
             return len;
         }
-        if (h.length > c->cfg.max_frame && !(version == TK_FRAME_V1 && h.type == TK_V1_DATA)) {
+        int is_data = h.type == (version == TK_FRAME_V1 ? TK_V1_DATA : TK_V2_DATA);
+        /* Version-1 DATA is passed through whatever its size: no limit. */
+        if (h.length > c->cfg.max_frame && !(version == TK_FRAME_V1 && is_data)) {
             conn_fail(c, TK_FERR_TOO_LARGE, "the server sent a frame over the limit");
             return len;
         }
         size_t hl = version == TK_FRAME_V1 ? TK_FRAME_HEADER : TK_FRAME_HEADER + TK_FRAME_STREAM;
-        if (h.type == TK_V1_DATA && c->ready && h.length >= hl - TK_FRAME_HEADER) {
+        if (is_data && c->ready && h.length >= hl - TK_FRAME_HEADER) {
             if (len - off < hl)
                 break;
             tk_fxfer *x = version == TK_FRAME_V1
                               ? c->v1_head
                               : find(c, tk_get_u32(data + off + TK_FRAME_HEADER));
+            if (version == TK_FRAME_V1 && !x) {
+                conn_fail(c, TK_FERR_PROTOCOL, "the server sent data nobody asked for");
+                return len;
+            }
             if (version == TK_FRAME_V1 || streams_through(c, x) || !x) {
                 off += hl;
                 c->in_left = h.length - (hl - TK_FRAME_HEADER);
@@ -673,30 +659,26 @@ static const tk_conn_handler handler = {
     .on_close = on_close,
 };
 
+/* Heartbeat tick: the same rule as the server's (tk_heartbeat_tick). */
 static void on_hb(tk_loop *loop, tk_timer *t)
 {
     tk_fclient *c = (tk_fclient *)((char *)t - offsetof(tk_fclient, hb));
     if (!c->conn)
         return;
-    uint64_t now = tk_loop_now(loop);
-    /* Our own PINGs are not progress: a dead server's kernel takes them too. */
-    uint64_t sent = tk_conn_bytes_out(c->conn);
-    uint64_t out = sent > c->ping_bytes ? sent - c->ping_bytes : 0;
-    if (out > c->last_out) {
-        c->last_out = out;
-        c->last_out_ms = now;
-    }
-    uint64_t heard = c->last_rx_ms > c->last_out_ms ? c->last_rx_ms : c->last_out_ms;
-    if (now - heard >= 3ull * c->cfg.heartbeat_ms) {
-        conn_fail(c, -ETIMEDOUT, "the server stopped answering");
-        return;
-    }
-    if (c->ready && now - c->last_rx_ms >= c->cfg.heartbeat_ms) {
-        unsigned char *p = fc_frame_reserve(c, TK_FRAME_HEADER + 12);
-        if (p) {
-            fc_frame_commit(c, p, tk_v2_encode_ping(p, c->tag_len, TK_V2_PING, ++c->ping_token));
-            c->ping_bytes += TK_FRAME_HEADER + 12 + c->tag_len;
+    switch (tk_heartbeat_tick(&c->beat, tk_loop_now(loop), tk_conn_bytes_out(c->conn),
+                              c->cfg.heartbeat_ms)) {
+    case TK_HB_DEAD: conn_fail(c, -ETIMEDOUT, "the server stopped answering"); return;
+    case TK_HB_PING:
+        if (c->ready) {
+            unsigned char *p = fc_frame_reserve(c, TK_FRAME_HEADER + 12);
+            if (p) {
+                fc_frame_commit(c, p,
+                                tk_v2_encode_ping(p, c->tag_len, TK_V2_PING, ++c->ping_token));
+                tk_heartbeat_pinged(&c->beat, TK_FRAME_HEADER + 12 + c->tag_len);
+            }
         }
+        break;
+    case TK_HB_QUIET: break;
     }
     (void)tk_timer_start(loop, &c->hb, c->cfg.heartbeat_ms);
 }
@@ -731,7 +713,7 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
         conn_fail(c, err, "cannot set up the connection");
         return;
     }
-    c->last_rx_ms = c->last_out_ms = tk_loop_now(loop);
+    tk_heartbeat_init(&c->beat, tk_loop_now(loop));
     if (c->cfg.protocol == 1) {
         became_ready(c);
         return;

@@ -73,12 +73,9 @@ struct tk_fclient {
     tk_fxfer *in_x; /* a DATA payload passed straight to a download */
     uint64_t in_left;
     tk_timer hb;
-    uint64_t last_rx_ms;
-    uint64_t last_out;
-    uint64_t last_out_ms;
+    tk_heartbeat beat;
     uint64_t ping_token;
-    uint64_t ping_bytes; /* heartbeat bytes sent, which are not progress */
-    fc_hasher *hasher;   /* version 2: download digests on another thread */
+    fc_hasher *hasher; /* version 2: download digests on another thread */
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
     unsigned char *buf; /* max_frame bytes */

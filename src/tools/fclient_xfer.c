@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,12 @@ static int write_all(int fd, const unsigned char *p, size_t n, uint64_t off, int
         ssize_t w = seq ? write(fd, p, n) : pwrite(fd, p, n, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && errno == EAGAIN) {
+            /* A stdout someone made non-blocking: wait, don't lose bytes. */
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            (void)poll(&pfd, 1, -1);
+            continue;
+        }
         if (w < 0)
             return -errno;
         p += w;

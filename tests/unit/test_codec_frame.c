@@ -1068,6 +1068,52 @@ static void err_names_match_protocol_table(void **state)
     assert_string_equal(tk_file_err_name(0xFFFFFFFFu), "unknown");
 }
 
+/* Version-1 error messages and codes map both ways; unknown text is io. */
+static void v1_error_messages_round_trip(void **state)
+{
+    (void)state;
+    static const unsigned codes[] = {TK_FERR_NOT_FOUND,   TK_FERR_FORBIDDEN, TK_FERR_TOO_LARGE,
+                                     TK_FERR_BAD_REQUEST, TK_FERR_BUSY,      TK_FERR_CHANGED,
+                                     TK_FERR_SHUTDOWN,    TK_FERR_AUTH,      TK_FERR_NOT_REGULAR};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        const char *m = tk_v1_error_message(codes[i], 0);
+        assert_int_equal(tk_v1_error_code((const unsigned char *)m, strlen(m)), codes[i]);
+    }
+    assert_string_equal(tk_v1_error_message(TK_FERR_NOT_FOUND, 0), "File not found");
+    assert_string_equal(tk_v1_error_message(TK_FERR_NOT_REGULAR, 1), "Is a directory");
+    assert_string_equal(tk_v1_error_message(TK_FERR_NOT_REGULAR, 0), "Not a regular file");
+    assert_string_equal(tk_v1_error_message(TK_FERR_IO, 0), "Read error");
+    assert_int_equal(tk_v1_error_code((const unsigned char *)"Is a directory", 14),
+                     TK_FERR_NOT_REGULAR);
+    assert_int_equal(tk_v1_error_code((const unsigned char *)"File not", 8), TK_FERR_IO);
+}
+
+/* A silent peer is pinged after one interval and given up after three;
+ * data of ours that moves keeps it alive, our own PINGs do not. */
+static void heartbeat_pings_then_gives_up_unless_data_moves(void **state)
+{
+    (void)state;
+    tk_heartbeat h;
+    tk_heartbeat_init(&h, 1000);
+    assert_int_equal(tk_heartbeat_tick(&h, 1500, 0, 1000), TK_HB_QUIET);
+    assert_int_equal(tk_heartbeat_tick(&h, 2000, 0, 1000), TK_HB_PING);
+    tk_heartbeat_pinged(&h, 18);
+    assert_int_equal(tk_heartbeat_tick(&h, 3000, 18, 1000), TK_HB_PING);
+    tk_heartbeat_pinged(&h, 18);
+    assert_int_equal(tk_heartbeat_tick(&h, 4000, 36, 1000), TK_HB_DEAD);
+
+    /* A download to a peer that only reads: data moves, the peer lives. */
+    tk_heartbeat_init(&h, 1000);
+    uint64_t out = 0;
+    for (uint64_t t = 2000; t <= 10000; t += 1000) {
+        out += 1u << 20;
+        assert_int_not_equal(tk_heartbeat_tick(&h, t, out, 1000), TK_HB_DEAD);
+    }
+    /* Hearing from it resets the clock. */
+    h.heard_ms = 10000;
+    assert_int_equal(tk_heartbeat_tick(&h, 10500, out, 1000), TK_HB_QUIET);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1117,6 +1163,8 @@ int main(void)
         cmocka_unit_test(entry_with_longest_name_round_trips),
         cmocka_unit_test(truncated_entry_is_zero),
         cmocka_unit_test(err_names_match_protocol_table),
+        cmocka_unit_test(v1_error_messages_round_trip),
+        cmocka_unit_test(heartbeat_pings_then_gives_up_unless_data_moves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
