@@ -15,6 +15,7 @@
 #include "tcpkit/log.h"
 #include "tcpkit/loop.h"
 #include "tcpkit/metrics.h"
+#include "tcpkit/parse.h"
 #include "tcpkit/server.h"
 #include "tcpkit/sock.h"
 #include "tcpkit/text.h"

@@ -197,7 +197,7 @@ static int chat_option(chat_options *o, int ch, const char *arg)
             return opt_usage_error(cmd, "bad --mode '%s' (auto, text or json)", arg);
         return 0;
     case O_DETECT:
-        if (opt_duration_ms(arg, &ms) < 0 || ms > 60000)
+        if (tk_parse_duration_ms(arg, &ms) < 0 || ms > 60000)
             return opt_usage_error(cmd, "bad --detect-timeout '%s' (0 to 60 seconds)", arg);
         c->detect_ms = ms;
         return 0;
@@ -213,48 +213,48 @@ static int chat_option(chat_options *o, int ch, const char *arg)
         c->db_sync_full = strcmp(arg, "full") == 0;
         return 0;
     case O_KEEP:
-        if (opt_uint(arg, 0, 100000000, &v) < 0)
+        if (tk_parse_uint(arg, 0, 100000000, &v) < 0)
             return opt_usage_error(cmd, "bad --history-keep '%s'", arg);
         c->history_keep = (uint32_t)v;
         return 0;
     case O_MAX_AGE:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(cmd, "bad --history-max-age '%s' (seconds)", arg);
         c->history_max_age_s = ms / 1000;
         return 0;
     case O_PAGE:
-        if (opt_uint(arg, 1, 100000, &v) < 0)
+        if (tk_parse_uint(arg, 1, 100000, &v) < 0)
             return opt_usage_error(cmd, "bad --history-page '%s' (1 to 100000)", arg);
         c->history_page = (uint32_t)v;
         return 0;
     case O_BANNER: c->banner = arg; return 0;
     case O_MAX_CLIENTS:
-        if (opt_uint(arg, 0, 10000000, &v) < 0)
+        if (tk_parse_uint(arg, 0, 10000000, &v) < 0)
             return opt_usage_error(cmd, "bad --max-clients '%s'", arg);
         o->server.max_clients = (unsigned)v;
         return 0;
     case O_MAX_ROOMS:
-        if (opt_uint(arg, 1, 10000000, &v) < 0)
+        if (tk_parse_uint(arg, 1, 10000000, &v) < 0)
             return opt_usage_error(cmd, "bad --max-rooms '%s'", arg);
         c->max_rooms = (unsigned)v;
         return 0;
     case O_MAX_NAME:
-        if (opt_uint(arg, 5, 32, &v) < 0)
+        if (tk_parse_uint(arg, 5, 32, &v) < 0)
             return opt_usage_error(cmd, "bad --max-name '%s' (5 to 32)", arg);
         c->max_name = (unsigned)v;
         return 0;
     case O_MAX_MESSAGE:
-        if (opt_size(arg, &sz) < 0 || sz == 0 || sz > (1u << 20))
+        if (tk_parse_size(arg, &sz) < 0 || sz == 0 || sz > (1u << 20))
             return opt_usage_error(cmd, "bad --max-message '%s' (1 byte to 1M)", arg);
         c->max_message = sz;
         return 0;
     case O_MAX_LINE:
-        if (opt_size(arg, &sz) < 0 || sz < 64 || sz > (8u << 20))
+        if (tk_parse_size(arg, &sz) < 0 || sz < 64 || sz > (8u << 20))
             return opt_usage_error(cmd, "bad --max-line '%s' (64 bytes to 8M)", arg);
         c->max_line = sz;
         return 0;
     case O_MAX_QUEUE:
-        if (opt_size(arg, &sz) < 0 || sz < 4096 || sz > (1u << 30))
+        if (tk_parse_size(arg, &sz) < 0 || sz < 4096 || sz > (1u << 30))
             return opt_usage_error(cmd, "bad --max-queue '%s' (4K to 1G)", arg);
         c->max_queue = sz;
         return 0;
@@ -270,7 +270,7 @@ static int chat_option(chat_options *o, int ch, const char *arg)
     case O_TEXT_IDLE:
     case O_STALL:
     case O_SHUTDOWN:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(cmd, "bad duration '%s' (seconds)", arg);
         if (ch == O_IDLE)
             c->idle_timeout_ms = ms;
@@ -282,12 +282,12 @@ static int chat_option(chat_options *o, int ch, const char *arg)
             o->shutdown_ms = ms;
         return 0;
     case O_KDF:
-        if (opt_uint(arg, 10, 20, &v) < 0)
+        if (tk_parse_uint(arg, 10, 20, &v) < 0)
             return opt_usage_error(cmd, "bad --kdf-cost '%s' (10 to 20)", arg);
         c->kdf_log2_n = (unsigned)v;
         return 0;
     case O_KEEPALIVE:
-        if (opt_keepalive(arg, &c->sockopts) < 0)
+        if (tk_sock_parse_keepalive(arg, &c->sockopts) < 0)
             return opt_usage_error(cmd, "bad --keepalive '%s' (IDLE[,INTVL[,COUNT]])", arg);
         return 0;
     case O_LOG_LEVEL: o->log_level = arg; return 0;

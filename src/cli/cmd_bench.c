@@ -50,7 +50,7 @@ static int bad_value(const char *opt, const char *val)
 /* A positive duration ("2", "0.5", "500ms") of at most a day. */
 static int parse_ms(const char *s, uint32_t *ms)
 {
-    return opt_duration_ms(s, ms) == 0 && *ms > 0 && *ms <= BENCH_MAX_MS ? 0 : -1;
+    return tk_parse_duration_ms(s, ms) == 0 && *ms > 0 && *ms <= BENCH_MAX_MS ? 0 : -1;
 }
 
 /* Returns 0, the exit status (2) after printing why, or -1 for --help. */
@@ -79,17 +79,17 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     while ((ch = getopt_long(argc, argv, ":c:p:s:d:t:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
-            if (opt_uint(optarg, 1, TK_BENCH_MAX_CONNECTIONS, &v) < 0)
+            if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_CONNECTIONS, &v) < 0)
                 return bad_value("-c", optarg);
             o->cfg.connections = (unsigned)v;
             break;
         case 'p':
-            if (opt_uint(optarg, 1, TK_BENCH_MAX_PIPELINE, &v) < 0)
+            if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_PIPELINE, &v) < 0)
                 return bad_value("-p", optarg);
             o->cfg.pipeline = (unsigned)v;
             break;
         case 's':
-            if (opt_size(optarg, &o->cfg.size) < 0 || o->cfg.size < 2 ||
+            if (tk_parse_size(optarg, &o->cfg.size) < 0 || o->cfg.size < 2 ||
                 o->cfg.size > TK_BENCH_MAX_SIZE)
                 return bad_value("-s", optarg);
             break;
@@ -98,7 +98,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                 return bad_value("-d", optarg);
             break;
         case 't':
-            if (opt_uint(optarg, 1, TK_BENCH_MAX_THREADS, &v) < 0)
+            if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_THREADS, &v) < 0)
                 return bad_value("-t", optarg);
             o->cfg.threads = (unsigned)v;
             break;

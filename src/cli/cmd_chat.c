@@ -1023,7 +1023,7 @@ int cmd_chat(int argc, char **argv)
         case O_PWFILE: pwfile = optarg; break;
         case O_ROOM: cl.join_room = optarg; break;
         case O_CT:
-            if (opt_duration_ms(optarg, &connect_ms) < 0)
+            if (tk_parse_duration_ms(optarg, &connect_ms) < 0)
                 return opt_usage_error("chat", "bad --connect-timeout '%s'", optarg);
             break;
         case O_JSON: json_mode = 1; break;

@@ -336,11 +336,11 @@ int cmd_connect(int argc, char **argv)
         case '4': family = AF_INET; break;
         case '6': family = AF_INET6; break;
         case O_CT:
-            if (opt_duration_ms(optarg, &connect_ms) < 0)
+            if (tk_parse_duration_ms(optarg, &connect_ms) < 0)
                 return opt_usage_error("connect", "bad --connect-timeout '%s'", optarg);
             break;
         case O_IDLE:
-            if (opt_duration_ms(optarg, &cl.idle_ms) < 0)
+            if (tk_parse_duration_ms(optarg, &cl.idle_ms) < 0)
                 return opt_usage_error("connect", "bad --idle-timeout '%s'", optarg);
             break;
         case O_NODELAY: cl.sockopts.nodelay = 1; break;

@@ -82,7 +82,7 @@ int cmd_file_server(int argc, char **argv)
         }
         case 'r': ch = FO_ROOT; break;
         case 't':
-            if (opt_uint(optarg, 1, MAX_THREADS, &v) < 0)
+            if (tk_parse_uint(optarg, 1, MAX_THREADS, &v) < 0)
                 return opt_usage_error(o.cmd, "bad --threads '%s' (1 to %d)", optarg, MAX_THREADS);
             o.threads = (unsigned)v;
             continue;

@@ -47,58 +47,58 @@ int echo_option(echo_options *o, int ch, const char *arg)
     case OPT_STRICT: e->strict = 1; return 0;
     case OPT_BANNER: e->banner = arg; return 0;
     case OPT_MAX_LINE:
-        if (opt_size(arg, &sz) < 0 || sz == 0 || sz > 64u << 20)
+        if (tk_parse_size(arg, &sz) < 0 || sz == 0 || sz > 64u << 20)
             return opt_usage_error(o->cmd, "bad --max-line '%s' (1 byte to 64M)", arg);
         e->max_line = sz;
         return 0;
     case OPT_MAX_FRAME:
-        if (opt_size(arg, &sz) < 0 || sz == 0 || sz > 256u << 20)
+        if (tk_parse_size(arg, &sz) < 0 || sz == 0 || sz > 256u << 20)
             return opt_usage_error(o->cmd, "bad --max-frame '%s' (1 byte to 256M)", arg);
         e->max_frame = sz;
         return 0;
     case OPT_MAX_CLIENTS:
-        if (opt_uint(arg, 0, 10000000, &v) < 0)
+        if (tk_parse_uint(arg, 0, 10000000, &v) < 0)
             return opt_usage_error(o->cmd, "bad --max-clients '%s'", arg);
         o->server.max_clients = (unsigned)v;
         return 0;
     case OPT_IDLE:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(o->cmd, "bad --idle-timeout '%s' (seconds)", arg);
         e->idle_timeout_ms = ms;
         return 0;
     case OPT_STALL:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(o->cmd, "bad --stall-timeout '%s' (seconds)", arg);
         e->stall_timeout_ms = ms;
         return 0;
     case OPT_SHUTDOWN:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(o->cmd, "bad --shutdown-timeout '%s' (seconds)", arg);
         o->shutdown_ms = ms;
         return 0;
     case OPT_OUT_HIGH:
-        if (opt_size(arg, &sz) < 0 || sz < 1024)
+        if (tk_parse_size(arg, &sz) < 0 || sz < 1024)
             return opt_usage_error(o->cmd, "bad --out-high '%s' (at least 1K)", arg);
         e->out_high = sz;
         return 0;
     case OPT_OUT_MAX:
-        if (opt_size(arg, &sz) < 0 || sz < 1024)
+        if (tk_parse_size(arg, &sz) < 0 || sz < 1024)
             return opt_usage_error(o->cmd, "bad --out-max '%s' (at least 1K)", arg);
         e->out_max = sz;
         return 0;
     case OPT_NO_NODELAY: e->sockopts.nodelay = 0; return 0;
     case OPT_KEEPALIVE:
-        if (opt_keepalive(arg, &o->echo.sockopts) < 0)
+        if (tk_sock_parse_keepalive(arg, &o->echo.sockopts) < 0)
             return opt_usage_error(o->cmd, "bad --keepalive '%s' (IDLE[,INTVL[,COUNT]])", arg);
         return 0;
     case OPT_LINGER:
-        if (opt_uint(arg, 0, 3600, &v) < 0)
+        if (tk_parse_uint(arg, 0, 3600, &v) < 0)
             return opt_usage_error(o->cmd, "bad --linger '%s' (seconds)", arg);
         e->sockopts.linger_s = (int)v;
         return 0;
     case OPT_SNDBUF:
     case OPT_RCVBUF:
-        if (opt_size(arg, &sz) < 0 || sz == 0 || sz > (64u << 20))
+        if (tk_parse_size(arg, &sz) < 0 || sz == 0 || sz > (64u << 20))
             return opt_usage_error(o->cmd, "bad buffer size '%s' (1 byte to 64M)", arg);
         if (ch == OPT_SNDBUF)
             e->sockopts.sndbuf = (int)sz;
@@ -108,7 +108,7 @@ int echo_option(echo_options *o, int ch, const char *arg)
     case OPT_LOG_LEVEL: o->log_level = arg; return 0;
     case OPT_LOG_FORMAT: o->log_format = arg; return 0;
     case OPT_THREADS:
-        if (opt_uint(arg, 1, MAX_THREADS, &v) < 0)
+        if (tk_parse_uint(arg, 1, MAX_THREADS, &v) < 0)
             return opt_usage_error(o->cmd, "bad --threads '%s' (1 to %d)", arg, MAX_THREADS);
         o->threads = (unsigned)v;
         return 0;

@@ -59,14 +59,14 @@ int fcli_option(fcli_options *o, int ch, const char *arg)
     uint32_t ms;
     switch (ch) {
     case FC_PROTOCOL:
-        if (opt_uint(arg, 1, 2, &v) < 0)
+        if (tk_parse_uint(arg, 1, 2, &v) < 0)
             return opt_usage_error(o->cmd, "bad --protocol '%s' (1 or 2)", arg);
         o->cfg.protocol = (int)v;
         return 0;
     case FC_AUTH_KEY: o->key_path = arg; return 0;
     case FC_CONNECT_TIMEOUT:
     case FC_HEARTBEAT:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(o->cmd, "bad duration '%s' (seconds)", arg);
         if (ch == FC_HEARTBEAT)
             o->cfg.heartbeat_ms = ms;
@@ -74,7 +74,7 @@ int fcli_option(fcli_options *o, int ch, const char *arg)
             o->cfg.connect_timeout_ms = ms;
         return 0;
     case FC_PARALLEL:
-        if (opt_uint(arg, 1, 1024, &v) < 0)
+        if (tk_parse_uint(arg, 1, 1024, &v) < 0)
             return opt_usage_error(o->cmd, "bad --parallel '%s' (1 to 1024)", arg);
         o->cfg.max_parallel = (unsigned)v;
         return 0;

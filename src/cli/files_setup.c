@@ -26,7 +26,7 @@ static int size_opt(files_options *o, const char *flag, const char *range, const
                     size_t lo, size_t hi, size_t *out)
 {
     size_t v;
-    if (opt_size(arg, &v) < 0 || v < lo || v > hi)
+    if (tk_parse_size(arg, &v) < 0 || v < lo || v > hi)
         return opt_usage_error(o->cmd, "bad %s '%s'%s", flag, arg, range);
     *out = v;
     return 0;
@@ -75,17 +75,17 @@ int files_option(files_options *o, int ch, const char *arg)
         c->max_frame = (uint32_t)sz;
         return rc;
     case FO_MAX_STREAMS:
-        if (opt_uint(arg, 1, 65536, &v) < 0)
+        if (tk_parse_uint(arg, 1, 65536, &v) < 0)
             return opt_usage_error(o->cmd, "bad --max-streams '%s' (1 to 65536)", arg);
         c->max_streams = (unsigned)v;
         return 0;
     case FO_MAX_TRANSFERS:
-        if (opt_uint(arg, 1, 10000000, &v) < 0)
+        if (tk_parse_uint(arg, 1, 10000000, &v) < 0)
             return opt_usage_error(o->cmd, "bad --max-transfers '%s'", arg);
         c->max_transfers = (unsigned)v;
         return 0;
     case FO_MAX_CLIENTS:
-        if (opt_uint(arg, 0, 10000000, &v) < 0)
+        if (tk_parse_uint(arg, 0, 10000000, &v) < 0)
             return opt_usage_error(o->cmd, "bad --max-clients '%s'", arg);
         o->server.max_clients = (unsigned)v;
         return 0;
@@ -93,7 +93,7 @@ int files_option(files_options *o, int ch, const char *arg)
     case FO_STALL:
     case FO_HEARTBEAT:
     case FO_SHUTDOWN:
-        if (opt_duration_ms(arg, &ms) < 0)
+        if (tk_parse_duration_ms(arg, &ms) < 0)
             return opt_usage_error(o->cmd, "bad duration '%s' (seconds)", arg);
         if (ch == FO_IDLE)
             c->idle_timeout_ms = ms;
@@ -105,23 +105,23 @@ int files_option(files_options *o, int ch, const char *arg)
             o->shutdown_ms = ms;
         return 0;
     case FO_ZSTD_LEVEL:
-        if (opt_uint(arg, 1, 19, &v) < 0)
+        if (tk_parse_uint(arg, 1, 19, &v) < 0)
             return opt_usage_error(o->cmd, "bad --zstd-level '%s' (1 to 19)", arg);
         c->zstd_level = (int)v;
         return 0;
     case FO_AUTH_KEY: o->key_path = arg; return 0;
     case FO_PARTIAL_TTL:
-        if (opt_uint(arg, 0, 100u * 365 * 86400, &v) < 0)
+        if (tk_parse_uint(arg, 0, 100u * 365 * 86400, &v) < 0)
             return opt_usage_error(o->cmd, "bad --partial-ttl '%s' (whole seconds; 0: keep)", arg);
         c->partial_ttl_s = (uint32_t)v;
         return 0;
     case FO_HASH_THREADS:
-        if (opt_uint(arg, 1, 64, &v) < 0)
+        if (tk_parse_uint(arg, 1, 64, &v) < 0)
             return opt_usage_error(o->cmd, "bad --hash-threads '%s' (1 to 64)", arg);
         c->hash_threads = (unsigned)v;
         return 0;
     case FO_KEEPALIVE:
-        if (opt_keepalive(arg, &c->sockopts) < 0)
+        if (tk_sock_parse_keepalive(arg, &c->sockopts) < 0)
             return opt_usage_error(o->cmd, "bad --keepalive '%s' (IDLE[,INTVL[,COUNT]])", arg);
         return 0;
     case FO_LOG_LEVEL: o->log_level = arg; return 0;

@@ -5,22 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tcpkit/parse.h"
 #include "tcpkit/server.h"
 #include "tcpkit/sock.h"
-
-/* "65536", "64K", "1M", "2G" (binary multiples) into *out; 0 or -EINVAL. */
-int opt_size(const char *s, size_t *out);
-
-/* Seconds with an optional fraction ("0.5", "300") or a suffix ("500ms",
- * "30s", "5m") into milliseconds; 0 or -EINVAL. */
-int opt_duration_ms(const char *s, uint32_t *out);
-
-/* A decimal integer in [min, max]; 0 or -EINVAL. */
-int opt_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
-
-/* "IDLE[,INTVL[,COUNT]]" seconds into keepalive settings (IDLE 0 turns
- * keepalive off); 0 or -EINVAL. */
-int opt_keepalive(const char *s, tk_sockopts *out);
 
 /* Adds a listen address given with flag (checked to be HOST:PORT,
  * [IPv6]:PORT or :PORT) to cfg; 0, or 2 after a usage error. */

@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/socket.h>
 
+#include "tcpkit/parse.h"
 #include "tcpkit/sock.h"
 
 void tk_sockopts_init(tk_sockopts *o)
@@ -74,4 +77,29 @@ int tk_sock_error(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &len) < 0)
         return -errno;
     return -v;
+}
+
+int tk_sock_parse_keepalive(const char *arg, tk_sockopts *s)
+{
+    unsigned long v[3] = {0, 0, 0};
+    char copy[64];
+    if (strlen(arg) >= sizeof(copy))
+        return -EINVAL;
+    strcpy(copy, arg);
+    char *save = NULL;
+    int i = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (i == 3 || tk_parse_uint(tok, 0, 86400, &v[i]) < 0)
+            return -EINVAL;
+        i++;
+    }
+    if (i == 0)
+        return -EINVAL;
+    s->keepalive = v[0] > 0;
+    s->ka_idle_s = (int)v[0];
+    if (i > 1)
+        s->ka_intvl_s = (int)v[1];
+    if (i > 2)
+        s->ka_count = (int)v[2];
+    return 0;
 }
