@@ -26,7 +26,7 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvl
 CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE -DTK_VERSION=\"$(VERSION)\"
 CFLAGS   ?= -g
 CFLAGS   += -std=c11 $(OPT) $(WARN) -pthread $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 LDFLAGS  += $(LDSAN)
 
 LIB_SRC := $(wildcard src/core/*.c src/net/*.c src/codec/*.c src/services/*.c src/tools/*.c)

@@ -30,6 +30,12 @@ chat_src=""
 for f in src/services/chat_parse.c src/services/chat_name.c; do
     [ -f "$f" ] && chat_src="$chat_src $f"
 done
+# fuzz_balance_config also needs the balancer's settings parser and the value,
+# address and socket-option parsers it calls.
+balance_src=""
+for f in src/services/balance_config.c src/core/parse.c src/net/addr.c src/net/sock.c; do
+    [ -f "$f" ] && balance_src="$balance_src $f"
+done
 
 # Packages: jansson and the Unicode library the Makefile uses (its PKGS line),
 # keeping those pkg-config knows and dropping libedit, which only the CLI needs.
@@ -67,7 +73,7 @@ for name in $names; do
     corpus="$out/corpus/$name"
 
     src="$lib_src"
-    case "$name" in chat_*) src="$src $chat_src" ;; esac
+    case "$name" in chat_*) src="$src $chat_src" ;; balance_*) src="$src $balance_src" ;; esac
     # shellcheck disable=SC2086
     if ! "$cc" $cflags -o "$bin" "fuzz/fuzz_$name.c" $src $pkg_flags -pthread >"$log" 2>&1; then
         echo "fuzz $name: FAILED"

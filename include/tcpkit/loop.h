@@ -17,7 +17,8 @@ typedef struct tk_loop tk_loop;
 enum {
     TK_READ = 1u << 0,
     TK_WRITE = 1u << 1,
-    TK_HUP = 1u << 2, /* reported only: peer hung up or the socket failed */
+    TK_HUP = 1u << 2, /* peer hung up or the socket failed; as the only
+                         interest: watch for that alone */
 };
 
 typedef struct tk_io tk_io;
@@ -101,7 +102,9 @@ void *tk_loop_data(const tk_loop *loop);
 /* Prepares a watcher for fd; it is not yet registered. */
 void tk_io_init(tk_io *io, int fd, tk_io_cb cb);
 
-/* Sets the interest set (TK_READ|TK_WRITE); 0 unregisters. Returns 0 or -errno. */
+/* Sets the interest set (TK_READ|TK_WRITE, or TK_HUP alone to hear only of
+ * errors and hang-ups, which every registered watcher hears); 0
+ * unregisters. Returns 0 or -errno. */
 int tk_io_set(tk_loop *loop, tk_io *io, unsigned events);
 
 /* Unregisters the watcher; events already collected for it this turn are

@@ -8,6 +8,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_echo_server(int argc, char **argv);
 int cmd_chat_server(int argc, char **argv);
 int cmd_file_server(int argc, char **argv);
+int cmd_balance(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_get(int argc, char **argv);

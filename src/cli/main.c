@@ -15,6 +15,7 @@ static const command commands[] = {
     {"echo-server", cmd_echo_server, "line, length-prefixed or JSON echo over TCP; UDP echo"},
     {"chat-server", cmd_chat_server, "multi-user chat: rooms, private messages, history, accounts"},
     {"file-server", cmd_file_server, "serve a directory: downloads, uploads, listing, resume"},
+    {"balance", cmd_balance, "TCP load balancer: algorithms, health checks, failover, stats"},
     {"connect", cmd_connect, "interactive or piped client (the netcat of the kit)"},
     {"chat", cmd_chat, "chat client: interactive on a terminal, JSON lines when piped"},
     {"get", cmd_get, "download files from a file server (resumable, SHA-256 checked)"},

@@ -14,6 +14,8 @@ typedef struct {
     size_t done;
     uint32_t shutdown_ms;
     int signalled;
+    void (*on_hup)(void *arg);
+    void *hup_arg;
 } run_state;
 
 static void one_done(void *arg)
@@ -26,6 +28,11 @@ static void one_done(void *arg)
 static void on_signal(tk_loop *loop, int signo, void *arg)
 {
     run_state *st = arg;
+    if (signo == SIGHUP) {
+        if (st->on_hup && !st->signalled)
+            st->on_hup(st->hup_arg);
+        return;
+    }
     if (st->signalled) {
         static const char msg[] = "second signal: exiting now\n";
         (void)!write(2, msg, sizeof(msg) - 1);
@@ -39,8 +46,18 @@ static void on_signal(tk_loop *loop, int signo, void *arg)
 
 int run_servers(tk_workers *w, run_entry *servers, size_t n, uint32_t shutdown_ms)
 {
-    static const int signals[] = {SIGINT, SIGTERM};
-    run_state st = {.servers = servers, .n = n, .shutdown_ms = shutdown_ms};
+    return run_servers_reloadable(w, servers, n, shutdown_ms, NULL, NULL);
+}
+
+int run_servers_reloadable(tk_workers *w, run_entry *servers, size_t n, uint32_t shutdown_ms,
+                           void (*on_hup)(void *arg), void *hup_arg)
+{
+    static const int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    run_state st = {.servers = servers,
+                    .n = n,
+                    .shutdown_ms = shutdown_ms,
+                    .on_hup = on_hup,
+                    .hup_arg = hup_arg};
     int status = 1;
 
     signal(SIGPIPE, SIG_IGN);
@@ -50,7 +67,7 @@ int run_servers(tk_workers *w, run_entry *servers, size_t n, uint32_t shutdown_m
     }
     /* Blocked here, before the workers start, so every thread inherits the
      * mask and the signals arrive only through the main loop's signalfd. */
-    if (tk_loop_watch_signals(st.main, signals, 2, on_signal, &st) < 0) {
+    if (tk_loop_watch_signals(st.main, signals, on_hup ? 3 : 2, on_signal, &st) < 0) {
         tk_error("cannot watch signals");
         goto out;
     }

@@ -19,4 +19,9 @@ typedef struct {
  * shutdown). Must be called before any thread is started. */
 int run_servers(tk_workers *w, run_entry *servers, size_t n, uint32_t shutdown_ms);
 
+/* run_servers, and on SIGHUP calls on_hup(hup_arg) on the main thread (not
+ * once a shutdown has begun). */
+int run_servers_reloadable(tk_workers *w, run_entry *servers, size_t n, uint32_t shutdown_ms,
+                           void (*on_hup)(void *arg), void *hup_arg);
+
 #endif

@@ -234,7 +234,9 @@ void tk_io_init(tk_io *io, int fd, tk_io_cb cb)
 
 int tk_io_set(tk_loop *loop, tk_io *io, unsigned events)
 {
-    events &= TK_READ | TK_WRITE;
+    events &= TK_READ | TK_WRITE | TK_HUP;
+    if (events & (TK_READ | TK_WRITE))
+        events &= ~(unsigned)TK_HUP; /* implied */
     if (events == io->events && (io->live || events == 0))
         return 0;
     if (events == 0) {

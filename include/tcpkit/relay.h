@@ -1,0 +1,66 @@
+/* A relay joins two connected sockets, A and B, and moves bytes both ways
+ * with splice() through a kernel pipe per direction, so payload never passes
+ * through user memory. Each direction holds at most one pipe of bytes: when
+ * the receiving side stops reading, the relay stops reading the sending
+ * side, and TCP flow control pushes back on the sender. A FIN from one side
+ * is passed on as a write shutdown of the other (half-close), and the relay
+ * ends once both directions have finished, a side fails, or a side is idle
+ * too long. Knows no protocol. */
+#ifndef TCPKIT_RELAY_H
+#define TCPKIT_RELAY_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tcpkit/loop.h"
+
+typedef struct tk_relay tk_relay;
+
+/* How a relay ended. */
+typedef enum {
+    TK_RELAY_DONE_A = 0, /* both directions finished; A sent its FIN first */
+    TK_RELAY_DONE_B,     /* both directions finished; B sent its FIN first */
+    TK_RELAY_ERROR_A,    /* a socket error on A (reset, ...); B is reset too */
+    TK_RELAY_ERROR_B,    /* a socket error on B; A is reset too */
+    TK_RELAY_IDLE_A,     /* no bytes to or from A for idle_ms[0] */
+    TK_RELAY_IDLE_B,     /* no bytes to or from B for idle_ms[1] */
+} tk_relay_end;
+
+/* Called once when the relay ends, with err the socket error (negative
+ * errno) for TK_RELAY_ERROR_*, else 0. The relay and both sockets are
+ * closed and freed when it returns. */
+typedef void (*tk_relay_cb)(tk_relay *r, tk_relay_end end, int err, void *arg);
+
+typedef struct {
+    size_t pipe_size;    /* bytes per direction's pipe; 0: the kernel's default */
+    uint32_t idle_ms[2]; /* A's and B's idle limits; 0: none */
+    int a_eof;           /* A already sent its FIN: B's write side is shut once
+                            head is delivered */
+    const void *head;    /* bytes to send to B before anything read from A */
+    size_t head_len;
+    /* Optional counters the relay adds to as bytes reach B and A
+     * (relaxed atomics, so other threads may read them live). */
+    _Atomic uint64_t *count_a2b;
+    _Atomic uint64_t *count_b2a;
+} tk_relay_opts;
+
+/* Starts relaying between the connected non-blocking sockets a and b, which
+ * it takes over (both are closed on failure too). head is copied. Returns 0
+ * or a negative errno (-EMFILE/-ENFILE when no pipe could be made). */
+int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_relay_cb cb,
+                   void *arg, tk_relay **out);
+
+/* Closes both sockets at once and frees the relay; the callback is not
+ * called. Data in flight is dropped and both peers get a reset. */
+void tk_relay_close(tk_relay *r);
+
+/* Bytes delivered so far from A to B (head included) and from B to A. */
+uint64_t tk_relay_bytes_a2b(const tk_relay *r);
+uint64_t tk_relay_bytes_b2a(const tk_relay *r);
+
+/* Empty pipes kept per thread for reuse by later relays (default 64; 0
+ * keeps none). Applies to the calling thread. */
+void tk_relay_set_pipe_cache(size_t max);
+
+#endif

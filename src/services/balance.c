@@ -1,0 +1,746 @@
+/* The load balancer's clients: from accept through choosing a backend,
+ * waiting for a slot, connecting (with retries on other backends), the
+ * first exchange (kept for a replay while the backend has not answered),
+ * to the zero-copy relay and the one log line that ends each. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "balance_internal.h"
+#include "tcpkit/log.h"
+
+#define MAX_TRIED 32
+
+typedef enum { S_ROUTING, S_QUEUED, S_DIALING, S_FIRST, S_RELAY } sess_state;
+
+struct bal_session {
+    bal_loop *lp;
+    bal_session *prev, *next;   /* the loop's clients */
+    bal_session *qprev, *qnext; /* the loop's queue */
+    sess_state state;
+    int queued;
+    tk_io cio, bio;   /* client and backend, before the relay takes them */
+    tk_timer timer;   /* queue or first-byte deadline */
+    tk_defer release; /* frees the session after the loop's batch */
+    tk_dial *dial;
+    tk_relay *relay;
+    tk_addr peer;
+    tk_addr local;        /* the address the client reached (for PROXY) */
+    bal_backend *backend; /* holds a slot and a reference while set */
+    int proxy;
+    bal_backend *tried[MAX_TRIED]; /* references */
+    size_t ntried;
+    unsigned attempts;
+    uint64_t start_ms, deadline_ms;
+    unsigned char hdr[TK_PROXY_V1_MAX + 1]; /* PROXY header (v1 is the longer) */
+    size_t hdr_len, hdr_sent;
+    unsigned char *rbuf; /* the client's first bytes, kept for a replay */
+    size_t rlen, rsent;
+    int client_eof, fin_sent, timer_armed;
+    bal_check_result last_failure;
+    uint64_t up, down;
+};
+
+static void session_route(bal_session *s);
+static void start_relay(bal_session *s);
+
+/* ---- ending ---- */
+
+static void log_close(bal_session *s, const char *reason)
+{
+    if (!tk_log_enabled(TK_LOG_INFO))
+        return;
+    char client[TK_ADDR_STRLEN];
+    tk_addr_format(&s->peer, client, sizeof(client));
+    const char *backend = s->ntried ? s->tried[s->ntried - 1]->addr : "-";
+    uint64_t ms = tk_loop_now(s->lp->loop) - s->start_ms;
+    tk_info("close client=%s backend=%s reason=%s ms=%llu up=%llu down=%llu", client, backend,
+            reason, (unsigned long long)ms, (unsigned long long)s->up, (unsigned long long)s->down);
+}
+
+static void dequeue(bal_session *s)
+{
+    bal_loop *lp = s->lp;
+    if (!s->queued)
+        return;
+    if (s->qprev)
+        s->qprev->qnext = s->qnext;
+    else
+        lp->queue_head = s->qnext;
+    if (s->qnext)
+        s->qnext->qprev = s->qprev;
+    else
+        lp->queue_tail = s->qprev;
+    s->qprev = s->qnext = NULL;
+    s->queued = 0;
+    atomic_fetch_sub_explicit(&lp->nqueued, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&lp->bal->queued, 1, memory_order_relaxed);
+}
+
+/* Gives back the slot and reference of the backend being tried, if any. */
+static void drop_backend(bal_session *s)
+{
+    if (!s->backend)
+        return;
+    bal_backend *b = s->backend;
+    s->backend = NULL;
+    bal_release(s->lp->bal, b);
+    bal_backend_unref(b);
+}
+
+/* Stops everything of the attempt in progress: dial, watchers, timer and
+ * the backend socket. */
+static void stop_attempt(bal_session *s)
+{
+    tk_loop *loop = s->lp->loop;
+    if (s->dial) {
+        tk_dial_cancel(s->dial);
+        s->dial = NULL;
+    }
+    tk_timer_stop(loop, &s->timer);
+    s->timer_armed = 0;
+    tk_io_stop(loop, &s->bio);
+    if (s->bio.fd >= 0) {
+        close(s->bio.fd);
+        s->bio.fd = -1;
+    }
+}
+
+static void session_end(bal_session *s, const char *reason)
+{
+    bal_loop *lp = s->lp;
+    tk_balance *bal = lp->bal;
+    log_close(s, reason);
+    if (s->relay) {
+        tk_relay_close(s->relay);
+        s->relay = NULL;
+        s->cio.fd = -1;
+    }
+    stop_attempt(s);
+    dequeue(s);
+    tk_io_stop(lp->loop, &s->cio);
+    if (s->cio.fd >= 0)
+        close(s->cio.fd);
+    drop_backend(s);
+    for (size_t i = 0; i < s->ntried; i++)
+        bal_backend_unref(s->tried[i]);
+    free(s->rbuf);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        lp->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    lp->nsessions--;
+    atomic_fetch_sub_explicit(&bal->clients_active, 1, memory_order_relaxed);
+    /* The loop may still hold events of this batch for its watchers. */
+    tk_defer_queue(lp->loop, &s->release);
+    if (bal->server)
+        tk_server_release(bal->server, lp->index);
+    if (lp->draining && lp->nsessions == 0 && bal->server)
+        tk_server_loop_done(bal->server, lp->index);
+}
+
+static void on_release(tk_loop *loop, tk_defer *d)
+{
+    (void)loop;
+    free((char *)d - offsetof(bal_session, release));
+}
+
+/* ---- the first exchange ---- */
+
+/* Sends what the current backend has not had yet: the PROXY header, then
+ * the client's kept bytes, then a FIN if the client sent one. Returns 0,
+ * or a negative errno when the backend failed. */
+static int first_send(bal_session *s)
+{
+    while (s->hdr_sent < s->hdr_len || s->rsent < s->rlen) {
+        struct iovec iov[2];
+        int n = 0;
+        if (s->hdr_sent < s->hdr_len)
+            iov[n++] = (struct iovec){s->hdr + s->hdr_sent, s->hdr_len - s->hdr_sent};
+        if (s->rsent < s->rlen)
+            iov[n++] = (struct iovec){s->rbuf + s->rsent, s->rlen - s->rsent};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(s->bio.fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            return -errno;
+        }
+        size_t k = (size_t)w;
+        size_t h = s->hdr_len - s->hdr_sent < k ? s->hdr_len - s->hdr_sent : k;
+        s->hdr_sent += h;
+        s->rsent += k - h;
+        s->up += k;
+        atomic_fetch_add_explicit(&s->backend->bytes_sent, k, memory_order_relaxed);
+    }
+    int pending = s->hdr_sent < s->hdr_len || s->rsent < s->rlen;
+    if (!pending && s->client_eof && !s->fin_sent) {
+        s->fin_sent = 1;
+        if (shutdown(s->bio.fd, SHUT_WR) < 0 && errno != ENOTCONN)
+            return -errno;
+    }
+    /* The backend owes an answer from the moment it has client bytes. */
+    if (s->rsent > 0 && !s->timer_armed) {
+        s->timer_armed = 1;
+        (void)tk_timer_start(s->lp->loop, &s->timer, s->lp->table->set.first_byte_timeout_ms);
+    }
+    unsigned ev = TK_READ | (pending ? TK_WRITE : 0);
+    return tk_io_set(s->lp->loop, &s->bio, ev);
+}
+
+/* The current attempt failed before the backend answered: note it against
+ * the backend and try another one, within the retries and the budget. */
+static void attempt_failed(bal_session *s, bal_check_result why, int err)
+{
+    bal_backend *b = s->backend;
+    if (tk_log_enabled(TK_LOG_WARN)) {
+        char client[TK_ADDR_STRLEN];
+        tk_addr_format(&s->peer, client, sizeof(client));
+        tk_warn("backend %s failed: %s%s%s (client %s)", b->addr, bal_check_result_name(why),
+                err ? ": " : "", err ? strerror(-err) : "", client);
+    }
+    atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
+    bal_backend_failed(s->lp, b, why);
+    stop_attempt(s);
+    drop_backend(s);
+    s->last_failure = why;
+    s->hdr_sent = s->rsent = 0;
+    s->fin_sent = 0;
+    session_route(s);
+}
+
+static void on_first_timer(tk_loop *loop, tk_timer *t)
+{
+    (void)loop;
+    bal_session *s = (bal_session *)((char *)t - offsetof(bal_session, timer));
+    if (s->state == S_QUEUED) {
+        session_end(s, "queue-timeout");
+        return;
+    }
+    s->timer_armed = 0;
+    attempt_failed(s, BAL_CHECK_FIRST_BYTE, 0);
+}
+
+static void on_backend_io(tk_loop *loop, tk_io *io, unsigned events)
+{
+    (void)loop;
+    bal_session *s = (bal_session *)((char *)io - offsetof(bal_session, bio));
+    if (events & (TK_READ | TK_HUP)) {
+        /* Look without taking: bytes or a FIN are the answer and go through
+         * the relay; a reset before any answer is a failed backend. */
+        unsigned char c;
+        ssize_t n = recv(io->fd, &c, 1, MSG_PEEK);
+        if (n >= 0) {
+            start_relay(s);
+            return;
+        }
+        if (errno != EAGAIN && errno != EINTR) {
+            attempt_failed(s, BAL_CHECK_RESET, -errno);
+            return;
+        }
+    }
+    if (events & TK_WRITE) {
+        int err = first_send(s);
+        if (err < 0)
+            attempt_failed(s, BAL_CHECK_RESET, err);
+    }
+}
+
+static void on_client_io(tk_loop *loop, tk_io *io, unsigned events)
+{
+    (void)events;
+    bal_session *s = (bal_session *)((char *)io - offsetof(bal_session, cio));
+    if (s->state == S_QUEUED) {
+        /* Waiting: only to notice a client that leaves. */
+        unsigned char c;
+        ssize_t n = recv(io->fd, &c, 1, MSG_PEEK);
+        if (n == 0)
+            session_end(s, "client");
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            session_end(s, "client-reset");
+        else if (n > 0)
+            tk_io_stop(loop, io); /* it spoke; its bytes wait in the kernel */
+        return;
+    }
+    size_t cap = s->lp->table->set.replay_max;
+    if (!s->rbuf && !(s->rbuf = malloc(cap))) {
+        session_end(s, "error");
+        return;
+    }
+    ssize_t n = recv(io->fd, s->rbuf + s->rlen, cap - s->rlen, 0);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            session_end(s, "client-reset");
+        return;
+    }
+    if (n == 0) {
+        s->client_eof = 1;
+        tk_io_stop(loop, io);
+    } else {
+        s->rlen += (size_t)n;
+    }
+    if (s->rlen == cap) {
+        /* More than a replay can hold: no retry from here on. */
+        start_relay(s);
+        return;
+    }
+    int err = first_send(s);
+    if (err < 0)
+        attempt_failed(s, BAL_CHECK_RESET, err);
+}
+
+/* ---- relaying ---- */
+
+static const char *relay_reason(tk_relay_end end, int err)
+{
+    switch (end) {
+    case TK_RELAY_DONE_A: return "client";
+    case TK_RELAY_DONE_B: return "backend";
+    case TK_RELAY_ERROR_A: return err == -ECONNRESET || err == -EPIPE ? "client-reset" : "error";
+    case TK_RELAY_ERROR_B: return err == -ECONNRESET || err == -EPIPE ? "backend-reset" : "error";
+    case TK_RELAY_IDLE_A: return "client-timeout";
+    case TK_RELAY_IDLE_B: return "backend-timeout";
+    }
+    return "error";
+}
+
+static void on_relay_end(tk_relay *r, tk_relay_end end, int err, void *arg)
+{
+    bal_session *s = arg;
+    s->up += tk_relay_bytes_a2b(r);
+    s->down += tk_relay_bytes_b2a(r);
+    s->relay = NULL;
+    s->cio.fd = -1;
+    s->bio.fd = -1;
+    session_end(s, relay_reason(end, err));
+}
+
+static void start_relay(bal_session *s)
+{
+    tk_loop *loop = s->lp->loop;
+    const bal_settings *set = &s->lp->table->set;
+    tk_timer_stop(loop, &s->timer);
+    s->timer_armed = 0;
+    tk_io_stop(loop, &s->cio);
+    tk_io_stop(loop, &s->bio);
+    /* What the backend has not had yet goes first. */
+    size_t hl = s->hdr_len - s->hdr_sent, rl = s->rlen - s->rsent;
+    unsigned char *head = NULL;
+    if (hl + rl > 0) {
+        head = malloc(hl + rl);
+        if (!head) {
+            session_end(s, "error");
+            return;
+        }
+        memcpy(head, s->hdr + s->hdr_sent, hl);
+        if (rl)
+            memcpy(head + hl, s->rbuf + s->rsent, rl);
+    }
+    free(s->rbuf);
+    s->rbuf = NULL;
+    s->rlen = s->rsent = 0;
+    tk_relay_opts o = {
+        .pipe_size = set->pipe_size,
+        .idle_ms = {set->client_timeout_ms, set->backend_timeout_ms},
+        .a_eof = s->client_eof,
+        .head = head,
+        .head_len = hl + rl,
+        .count_a2b = &s->backend->bytes_sent,
+        .count_b2a = &s->backend->bytes_received,
+    };
+    int cfd = s->cio.fd, bfd = s->bio.fd;
+    s->cio.fd = s->bio.fd = -1;
+    s->state = S_RELAY;
+    int err = tk_relay_start(loop, cfd, bfd, &o, on_relay_end, s, &s->relay);
+    free(head);
+    if (err < 0) {
+        tk_error("cannot relay: %s", strerror(-err));
+        session_end(s, "error");
+    }
+}
+
+/* ---- connecting ---- */
+
+static void build_proxy_header(bal_session *s)
+{
+    s->hdr_len = s->hdr_sent = 0;
+    if (!s->proxy)
+        return;
+    tk_proxy_hdr h = {.version = s->proxy, .src = s->peer, .dst = s->local};
+    int n = tk_proxy_encode(&h, s->hdr, sizeof(s->hdr));
+    if (n < 0) { /* not an IP client (cannot happen for TCP): say so */
+        h.local = 1;
+        n = tk_proxy_encode(&h, s->hdr, sizeof(s->hdr));
+    }
+    s->hdr_len = n > 0 ? (size_t)n : 0;
+}
+
+static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
+{
+    bal_session *s = arg;
+    const bal_settings *set = &s->lp->table->set;
+    s->dial = NULL;
+    if (fd < 0) {
+        attempt_failed(s,
+                       err == -ETIMEDOUT      ? BAL_CHECK_TIMEOUT
+                       : err == -ECONNREFUSED ? BAL_CHECK_REFUSED
+                                              : BAL_CHECK_ERROR,
+                       err == -ETIMEDOUT || err == -ECONNREFUSED ? 0 : err);
+        return;
+    }
+    (void)tk_sock_apply(fd, &set->sock);
+    atomic_fetch_add_explicit(&s->backend->total, 1, memory_order_relaxed);
+    tk_io_init(&s->bio, fd, on_backend_io);
+    build_proxy_header(s);
+    if (set->first_byte_timeout_ms == 0 || set->replay_max == 0) {
+        start_relay(s);
+        return;
+    }
+    /* Keep the first exchange in hand until the backend answers. */
+    s->state = S_FIRST;
+    if (!s->client_eof && s->rlen < set->replay_max) {
+        int rc = tk_io_set(loop, &s->cio, TK_READ);
+        if (rc < 0) {
+            session_end(s, "error");
+            return;
+        }
+    }
+    err = first_send(s);
+    if (err < 0)
+        attempt_failed(s, BAL_CHECK_RESET, err);
+}
+
+static void session_dial(bal_session *s, const bal_entry *e)
+{
+    const bal_settings *set = &s->lp->table->set;
+    uint64_t now = tk_loop_now(s->lp->loop);
+    s->backend = bal_backend_ref(e->b); /* bal_pick reserved the slot */
+    s->proxy = e->proxy;
+    if (s->ntried < MAX_TRIED)
+        s->tried[s->ntried++] = bal_backend_ref(e->b);
+    s->attempts++;
+    s->state = S_DIALING;
+    uint32_t timeout = set->connect_timeout_ms;
+    if (s->deadline_ms > now && s->deadline_ms - now < timeout)
+        timeout = (uint32_t)(s->deadline_ms - now);
+    int err =
+        tk_dial_start(s->lp->loop, e->b->addrs, e->b->naddrs, timeout, on_dialed, s, &s->dial);
+    if (err < 0) {
+        s->dial = NULL;
+        attempt_failed(s, BAL_CHECK_ERROR, err);
+    }
+}
+
+static void enqueue(bal_session *s)
+{
+    bal_loop *lp = s->lp;
+    tk_balance *bal = lp->bal;
+    const bal_settings *set = &lp->table->set;
+    unsigned q = atomic_fetch_add_explicit(&bal->queued, 1, memory_order_relaxed);
+    if (q >= set->queue_max) {
+        atomic_fetch_sub_explicit(&bal->queued, 1, memory_order_relaxed);
+        session_end(s, "queue-full");
+        return;
+    }
+    atomic_fetch_add_explicit(&lp->nqueued, 1, memory_order_relaxed);
+    s->queued = 1;
+    s->state = S_QUEUED;
+    s->qprev = lp->queue_tail;
+    s->qnext = NULL;
+    if (lp->queue_tail)
+        lp->queue_tail->qnext = s;
+    else
+        lp->queue_head = s;
+    lp->queue_tail = s;
+    (void)tk_timer_start(lp->loop, &s->timer, set->queue_timeout_ms);
+    (void)tk_io_set(lp->loop, &s->cio, TK_READ);
+}
+
+/* Finds the client a backend, queues it, or ends it. */
+static void session_route(bal_session *s)
+{
+    bal_loop *lp = s->lp;
+    const bal_settings *set = &lp->table->set;
+    uint64_t now = tk_loop_now(lp->loop);
+    if (s->attempts > 0) {
+        if (s->attempts > set->retries || now >= s->deadline_ms) {
+            session_end(s, s->last_failure == BAL_CHECK_FIRST_BYTE ? "first-byte-timeout"
+                                                                   : "connect-failed");
+            return;
+        }
+    }
+    const bal_entry *e;
+    s->state = S_ROUTING;
+    switch (bal_pick(lp, &s->peer, s->tried, s->ntried, &e)) {
+    case BAL_PICKED: session_dial(s, e); return;
+    case BAL_FULL:
+        if (s->attempts > 0) /* a retry does not queue again */
+            session_end(s, "connect-failed");
+        else
+            enqueue(s);
+        return;
+    case BAL_NONE:
+        session_end(s, s->attempts == 0                          ? "no-backend"
+                       : s->last_failure == BAL_CHECK_FIRST_BYTE ? "first-byte-timeout"
+                                                                 : "connect-failed");
+        return;
+    }
+}
+
+/* ---- the queue ---- */
+
+static void serve_queue(bal_loop *lp)
+{
+    while (lp->queue_head) {
+        bal_session *s = lp->queue_head;
+        const bal_entry *e;
+        bal_pick_status st = bal_pick(lp, &s->peer, NULL, 0, &e);
+        if (st == BAL_FULL)
+            return;
+        dequeue(s);
+        tk_timer_stop(lp->loop, &s->timer);
+        tk_io_stop(lp->loop, &s->cio);
+        if (st == BAL_NONE) {
+            session_end(s, "no-backend");
+            continue;
+        }
+        /* The budget starts when the wait ends. */
+        s->deadline_ms = tk_loop_now(lp->loop) + lp->table->set.connect_budget_ms;
+        session_dial(s, e);
+    }
+}
+
+void bal_kick_post(tk_loop *loop, void *arg)
+{
+    (void)loop;
+    bal_loop *lp = arg;
+    atomic_store_explicit(&lp->kick_posted, 0, memory_order_release);
+    serve_queue(lp);
+}
+
+static void on_kick(tk_loop *loop, tk_defer *d)
+{
+    (void)loop;
+    serve_queue((bal_loop *)((char *)d - offsetof(bal_loop, kick)));
+}
+
+/* ---- the service ---- */
+
+static void bal_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
+{
+    tk_balance *bal = svc;
+    bal_loop *lp = &bal->loops[index];
+    bal_session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        tk_server_release(bal->server, index);
+        return;
+    }
+    s->lp = lp;
+    s->peer = *peer;
+    if (tk_addr_of_socket(fd, 0, &s->local) < 0)
+        s->local = *peer;
+    tk_io_init(&s->cio, fd, on_client_io);
+    tk_io_init(&s->bio, -1, on_backend_io);
+    tk_timer_init(&s->timer, on_first_timer);
+    tk_defer_init(&s->release, on_release);
+    (void)tk_sock_apply(fd, &lp->table->set.sock);
+    s->start_ms = tk_loop_now(lp->loop);
+    s->deadline_ms = s->start_ms + lp->table->set.connect_budget_ms;
+    s->next = lp->sessions;
+    if (lp->sessions)
+        lp->sessions->prev = s;
+    lp->sessions = s;
+    lp->nsessions++;
+    atomic_fetch_add_explicit(&bal->clients_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&bal->clients_total, 1, memory_order_relaxed);
+    session_route(s);
+}
+
+static void bal_shutdown(void *svc, unsigned index)
+{
+    tk_balance *bal = svc;
+    bal_loop *lp = &bal->loops[index];
+    lp->draining = 1;
+    if (lp->nsessions == 0)
+        tk_server_loop_done(bal->server, index);
+}
+
+static void bal_abort(void *svc, unsigned index)
+{
+    tk_balance *bal = svc;
+    bal_loop *lp = &bal->loops[index];
+    lp->draining = 1;
+    while (lp->sessions)
+        session_end(lp->sessions, "drain");
+}
+
+static void bal_rejected(void *svc, unsigned index)
+{
+    (void)index;
+    tk_balance *bal = svc;
+    atomic_fetch_add_explicit(&bal->refused, 1, memory_order_relaxed);
+}
+
+const tk_service_ops *tk_balance_ops(void)
+{
+    static const tk_service_ops ops = {
+        .accept = bal_accept,
+        .shutdown = bal_shutdown,
+        .abort = bal_abort,
+        .rejected = bal_rejected,
+    };
+    return &ops;
+}
+
+void tk_balance_set_server(tk_balance *b, tk_server *s)
+{
+    b->server = s;
+}
+
+void tk_balance_set_stats_server(tk_balance *b, tk_server *s)
+{
+    b->stats_server = s;
+}
+
+int tk_balance_new(tk_workers *w, const tk_balance_config *c, tk_balance **out, char *err,
+                   size_t errcap)
+{
+    int rc = tk_balance_config_check(c, err, errcap);
+    if (rc < 0)
+        return rc;
+    tk_balance *bal = calloc(1, sizeof(*bal));
+    if (!bal)
+        goto nomem;
+    bal->w = w;
+    bal->nloops = tk_workers_count(w);
+    bal->cfg = *c;
+    bal->started_us = tk_clock_us();
+    pthread_mutex_init(&bal->lock, NULL);
+    bal->loops = calloc(bal->nloops, sizeof(*bal->loops));
+    if (!bal->loops)
+        goto nomem;
+    rc = bal_table_build(bal, c, NULL, &bal->table, err, errcap);
+    if (rc < 0) {
+        tk_balance_free(bal);
+        return rc;
+    }
+    for (unsigned i = 0; i < bal->nloops; i++) {
+        bal_loop *lp = &bal->loops[i];
+        lp->bal = bal;
+        lp->loop = tk_workers_loop(w, i);
+        lp->index = i;
+        lp->table = bal_table_ref(bal->table);
+        lp->rng = (bal->started_us ^ ((uint64_t)i + 1) * 0x9e3779b97f4a7c15ULL) | 1;
+        tk_defer_init(&lp->kick, on_kick);
+    }
+    /* The loops are not running yet, so loop 0's checks can be set up here. */
+    bal_health_adopt(&bal->loops[0], NULL, bal->table);
+    *out = bal;
+    return 0;
+nomem:
+    snprintf(err, errcap, "out of memory");
+    tk_balance_free(bal);
+    return -ENOMEM;
+}
+
+typedef struct {
+    bal_loop *lp;
+    bal_table *t;
+} table_swap;
+
+static void on_table_swap(tk_loop *loop, void *arg)
+{
+    (void)loop;
+    table_swap *sw = arg;
+    bal_loop *lp = sw->lp;
+    bal_table *old = lp->table;
+    lp->table = sw->t;
+    if (lp->index == 0)
+        bal_health_adopt(lp, old, sw->t);
+    bal_table_unref(old);
+    free(sw);
+    /* New backends or higher limits may let waiting clients through. */
+    tk_defer_queue(lp->loop, &lp->kick);
+}
+
+static int same_strings(const tk_balance_config *a, const tk_balance_config *b)
+{
+    if (a->nlisten != b->nlisten || strcmp(a->stats, b->stats) != 0)
+        return 0;
+    for (size_t i = 0; i < a->nlisten; i++)
+        if (strcmp(a->listen[i], b->listen[i]) != 0)
+            return 0;
+    return 1;
+}
+
+int tk_balance_reload(tk_balance *b, const tk_balance_config *c, char *err, size_t errcap)
+{
+    int rc = tk_balance_config_check(c, err, errcap);
+    if (rc < 0)
+        return rc;
+    bal_table *t = NULL;
+    rc = bal_table_build(b, c, b->table, &t, err, errcap);
+    if (rc < 0)
+        return rc;
+    if (!same_strings(&b->cfg, c) || b->cfg.threads != c->threads ||
+        b->cfg.max_clients != c->max_clients)
+        tk_warn("reload: listen, stats, threads and max-clients changes need a restart");
+    size_t kept = 0;
+    for (size_t i = 0; i < t->n; i++)
+        for (size_t j = 0; j < b->table->n; j++)
+            if (t->e[i].b == b->table->e[j].b)
+                kept++;
+    tk_info("reload: %zu backends (%zu added, %zu removed, %zu kept)", t->n, t->n - kept,
+            b->table->n - kept, kept);
+    for (unsigned i = 0; i < b->nloops; i++) {
+        table_swap *sw = malloc(sizeof(*sw));
+        if (sw) {
+            sw->lp = &b->loops[i];
+            sw->t = bal_table_ref(t);
+            if (tk_loop_post(b->loops[i].loop, on_table_swap, sw) == 0)
+                continue;
+            bal_table_unref(t);
+            free(sw);
+        }
+        tk_error("reload: loop %u keeps the old backends (out of memory)", i);
+    }
+    pthread_mutex_lock(&b->lock);
+    bal_table *old = b->table;
+    b->table = t;
+    b->cfg = *c;
+    pthread_mutex_unlock(&b->lock);
+    bal_table_unref(old);
+    return 0;
+}
+
+void tk_balance_free(tk_balance *b)
+{
+    if (!b)
+        return;
+    b->server = NULL; /* freed already: nothing to report to */
+    if (b->loops) {
+        for (unsigned i = 0; i < b->nloops; i++) {
+            bal_loop *lp = &b->loops[i];
+            if (!lp->loop)
+                continue;
+            while (lp->sessions)
+                session_end(lp->sessions, "drain");
+            if (i == 0 && lp->table)
+                bal_health_stop(lp, lp->table);
+            tk_defer_cancel(lp->loop, &lp->kick);
+            tk_loop_run_pending(lp->loop); /* the deferred frees */
+            bal_table_unref(lp->table);
+        }
+        free(b->loops);
+    }
+    bal_table_unref(b->table);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
