@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tcpkit/addr.h"
+#include <sys/socket.h>
 
 /* Longest header either version produces or accepts: version 1 is at most
  * 107 bytes; version 2 is 16 bytes plus up to 65535 of addresses and TLVs,
@@ -17,14 +17,21 @@
 #define TK_PROXY_V2_MAX 1024
 #define TK_PROXY_MAX    TK_PROXY_V2_MAX
 
+/* An address as the header carries it (the same layout as tk_addr, kept
+ * here so the codec depends on nothing else in the tree). */
+typedef struct {
+    struct sockaddr_storage ss;
+    socklen_t len; /* 0 when the header had no address */
+} tk_proxy_addr;
+
 typedef struct {
     int version; /* 1 or 2 */
     /* 0: a relayed connection, src and dst are set. 1: no addresses (v1
      * "UNKNOWN", v2 LOCAL command or an unspecified family), for example a
      * health check. */
     int local;
-    tk_addr src; /* the client, as the proxy saw it */
-    tk_addr dst; /* the address the client connected to */
+    tk_proxy_addr src; /* the client, as the proxy saw it */
+    tk_proxy_addr dst; /* the address the client connected to */
 } tk_proxy_hdr;
 
 /* Encodes a header of h->version into out[0..cap). src and dst must both be

@@ -337,7 +337,8 @@ static int v1_feed(v1_scan *s, unsigned char c, size_t i)
 }
 
 /* Converts field f of the line into a with port. */
-static int v1_addr(const unsigned char *data, const v1_scan *s, int f, unsigned port, tk_addr *a)
+static int v1_addr(const unsigned char *data, const v1_scan *s, int f, unsigned port,
+                   tk_proxy_addr *a)
 {
     char text[INET6_ADDRSTRLEN];
     size_t n = s->end[f] - s->start[f];
@@ -421,7 +422,7 @@ static void put_u16(unsigned char *p, uint16_t v)
     p[1] = (unsigned char)v;
 }
 
-static void set_in(tk_addr *a, const unsigned char *ip, const unsigned char *port)
+static void set_in(tk_proxy_addr *a, const unsigned char *ip, const unsigned char *port)
 {
     struct sockaddr_in *in = (struct sockaddr_in *)&a->ss;
     memset(a, 0, sizeof(*a));
@@ -431,7 +432,7 @@ static void set_in(tk_addr *a, const unsigned char *ip, const unsigned char *por
     a->len = sizeof(*in);
 }
 
-static void set_in6(tk_addr *a, const unsigned char *ip, const unsigned char *port)
+static void set_in6(tk_proxy_addr *a, const unsigned char *ip, const unsigned char *port)
 {
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->ss;
     memset(a, 0, sizeof(*a));
@@ -511,7 +512,7 @@ typedef struct {
 
 /* Reads a's address and port; *mapped says whether it is an IPv4-mapped
  * IPv6 address (whose IPv4 part is ip[12..16)). */
-static int end_of(const tk_addr *a, unsigned char ip[16], unsigned char port[2], int *mapped)
+static int end_of(const tk_proxy_addr *a, unsigned char ip[16], unsigned char port[2], int *mapped)
 {
     *mapped = 0;
     if (a->ss.ss_family == AF_INET) {
@@ -534,7 +535,7 @@ static int end_of(const tk_addr *a, unsigned char ip[16], unsigned char port[2],
 /* Picks the family both ends are written in: IPv4 when each is IPv4 or
  * IPv4-mapped and at least one is IPv4 or both mapped; IPv6 when both are
  * IPv6. Returns 0 or -EINVAL. */
-static int ends_of(const tk_addr *src, const tk_addr *dst, ends *e)
+static int ends_of(const tk_proxy_addr *src, const tk_proxy_addr *dst, ends *e)
 {
     unsigned char s[16], d[16];
     int smap, dmap;

@@ -372,7 +372,11 @@ static void build_proxy_header(bal_session *s)
     s->hdr_len = s->hdr_sent = 0;
     if (!s->proxy)
         return;
-    tk_proxy_hdr h = {.version = s->proxy, .src = s->peer, .dst = s->local};
+    tk_proxy_hdr h = {.version = s->proxy};
+    h.src.ss = s->peer.ss;
+    h.src.len = s->peer.len;
+    h.dst.ss = s->local.ss;
+    h.dst.len = s->local.len;
     int n = tk_proxy_encode(&h, s->hdr, sizeof(s->hdr));
     if (n < 0) { /* not an IP client (cannot happen for TCP): say so */
         h.local = 1;

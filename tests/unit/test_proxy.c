@@ -28,9 +28,9 @@ typedef struct {
 
 #define SIG "\r\n\r\n\0\r\nQUIT\n"
 
-static tk_addr ip(const char *text, int port)
+static tk_proxy_addr ip(const char *text, int port)
 {
-    tk_addr a;
+    tk_proxy_addr a;
     memset(&a, 0, sizeof(a));
     if (strchr(text, ':')) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a.ss;
@@ -60,7 +60,7 @@ static tk_proxy_hdr hdr(int version, const char *src, int sport, const char *dst
 
 /* Checks that a is family fam at address text and port, with the length of
  * its sockaddr. */
-static void assert_addr(const tk_addr *a, int fam, const char *text, int port)
+static void assert_addr(const tk_proxy_addr *a, int fam, const char *text, int port)
 {
     char got[INET6_ADDRSTRLEN];
     assert_int_equal(a->ss.ss_family, fam);
