@@ -33,11 +33,14 @@ typedef enum {
 typedef void (*tk_relay_cb)(tk_relay *r, tk_relay_end end, int err, void *arg);
 
 typedef struct {
-    size_t pipe_size;    /* bytes per direction's pipe; 0: the kernel's default */
-    uint32_t idle_ms[2]; /* A's and B's idle limits; 0: none */
-    int a_eof;           /* A already sent its FIN: B's write side is shut once
-                            head is delivered */
-    const void *head;    /* bytes to send to B before anything read from A */
+    size_t pipe_size;     /* bytes per direction's pipe; 0: the kernel's default */
+    uint32_t idle_ms[2];  /* A's and B's idle limits; 0: none */
+    int a_eof;            /* A already sent its FIN: B's write side is shut once
+                             head is delivered */
+    const void *preamble; /* the relay's own bytes for B, sent first and not
+                             counted as relayed (a PROXY header) */
+    size_t preamble_len;
+    const void *head; /* A's bytes read earlier, sent to B next (counted) */
     size_t head_len;
     /* Optional counters the relay adds to as bytes reach B and A
      * (relaxed atomics, so other threads may read them live). */
@@ -46,7 +49,8 @@ typedef struct {
 } tk_relay_opts;
 
 /* Starts relaying between the connected non-blocking sockets a and b, which
- * it takes over (both are closed on failure too). head is copied. Returns 0
+ * it takes over (both are closed on failure too). preamble and head are
+ * copied. Returns 0
  * or a negative errno (-EMFILE/-ENFILE when no pipe could be made). */
 int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_relay_cb cb,
                    void *arg, tk_relay **out);
@@ -55,7 +59,8 @@ int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_re
  * called. Data in flight is dropped and both peers get a reset. */
 void tk_relay_close(tk_relay *r);
 
-/* Bytes delivered so far from A to B (head included) and from B to A. */
+/* Bytes delivered so far from A to B (head included, preamble not) and from
+ * B to A. */
 uint64_t tk_relay_bytes_a2b(const tk_relay *r);
 uint64_t tk_relay_bytes_b2a(const tk_relay *r);
 

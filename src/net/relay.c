@@ -25,8 +25,9 @@ typedef struct {
     relay_pipe pipe;
     size_t in_pipe;
     size_t last_read;    /* size of the last read into the pipe */
-    unsigned char *head; /* bytes to deliver before the pipe's (A to B only) */
+    unsigned char *head; /* preamble then head: sent before the pipe's bytes */
     size_t head_len, head_off;
+    size_t uncounted; /* leading head bytes (the preamble) not counted */
     uint64_t bytes;
     _Atomic uint64_t *counter;
     unsigned char eof;      /* src sent its FIN */
@@ -234,8 +235,10 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
                 *err = -errno;
                 return PUMP_FAIL_DST;
             }
-            d->head_off += (size_t)n;
-            account(r, d, (size_t)n);
+            size_t k = (size_t)n, skip = k < d->uncounted ? k : d->uncounted;
+            d->uncounted -= skip;
+            d->head_off += k;
+            account(r, d, k - skip);
             if (d->head_off == d->head_len) {
                 free(d->head);
                 d->head = NULL;
@@ -433,12 +436,18 @@ int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_re
     r->dir[0].counter = opts->count_a2b;
     r->dir[1].counter = opts->count_b2a;
     r->dir[0].eof = opts->a_eof ? 1 : 0;
-    if (opts->head_len) {
-        r->dir[0].head = malloc(opts->head_len);
-        if (!r->dir[0].head)
+    size_t total = opts->preamble_len + opts->head_len;
+    if (total) {
+        unsigned char *h = malloc(total);
+        if (!h)
             goto fail_free;
-        memcpy(r->dir[0].head, opts->head, opts->head_len);
-        r->dir[0].head_len = opts->head_len;
+        if (opts->preamble_len)
+            memcpy(h, opts->preamble, opts->preamble_len);
+        if (opts->head_len)
+            memcpy(h + opts->preamble_len, opts->head, opts->head_len);
+        r->dir[0].head = h;
+        r->dir[0].head_len = total;
+        r->dir[0].uncounted = opts->preamble_len;
     }
     for (int i = 0; i < 2; i++) {
         err = pipe_take(&r->dir[i].pipe, opts->pipe_size);

@@ -42,7 +42,8 @@ struct bal_session {
     size_t rlen, rsent;
     int client_eof, fin_sent, timer_armed;
     bal_check_result last_failure;
-    uint64_t up, down;
+    uint64_t up, down; /* client bytes relayed each way */
+    size_t relay_head; /* client bytes handed to the relay as its head */
 };
 
 static void session_route(bal_session *s);
@@ -176,8 +177,9 @@ static int first_send(bal_session *s)
         size_t h = s->hdr_len - s->hdr_sent < k ? s->hdr_len - s->hdr_sent : k;
         s->hdr_sent += h;
         s->rsent += k - h;
-        s->up += k;
-        atomic_fetch_add_explicit(&s->backend->bytes_sent, k, memory_order_relaxed);
+        /* Per backend: the client bytes it was sent (a replay counts again
+         * for the next backend; the PROXY header never). */
+        atomic_fetch_add_explicit(&s->backend->bytes_sent, k - h, memory_order_relaxed);
     }
     int pending = s->hdr_sent < s->hdr_len || s->rsent < s->rlen;
     if (!pending && s->client_eof && !s->fin_sent) {
@@ -284,6 +286,7 @@ static void on_client_io(tk_loop *loop, tk_io *io, unsigned events)
         tk_io_stop(loop, io);
     } else {
         s->rlen += (size_t)n;
+        s->up += (size_t)n;
     }
     if (s->rlen == cap) {
         /* More than a replay can hold: no retry from here on. */
@@ -313,7 +316,9 @@ static const char *relay_reason(tk_relay_end end, int err)
 static void on_relay_end(tk_relay *r, tk_relay_end end, int err, void *arg)
 {
     bal_session *s = arg;
-    s->up += tk_relay_bytes_a2b(r);
+    /* The head's client bytes were counted when they were read. */
+    uint64_t a2b = tk_relay_bytes_a2b(r);
+    s->up += a2b > s->relay_head ? a2b - s->relay_head : 0;
     s->down += tk_relay_bytes_b2a(r);
     s->relay = NULL;
     s->cio.fd = -1;
@@ -329,36 +334,27 @@ static void start_relay(bal_session *s)
     s->timer_armed = 0;
     tk_io_stop(loop, &s->cio);
     tk_io_stop(loop, &s->bio);
-    /* What the backend has not had yet goes first. */
-    size_t hl = s->hdr_len - s->hdr_sent, rl = s->rlen - s->rsent;
-    unsigned char *head = NULL;
-    if (hl + rl > 0) {
-        head = malloc(hl + rl);
-        if (!head) {
-            session_end(s, "error");
-            return;
-        }
-        memcpy(head, s->hdr + s->hdr_sent, hl);
-        if (rl)
-            memcpy(head + hl, s->rbuf + s->rsent, rl);
-    }
-    free(s->rbuf);
-    s->rbuf = NULL;
-    s->rlen = s->rsent = 0;
+    /* What the backend has not had yet goes first: the rest of the PROXY
+     * header (not counted as client bytes), then the client's kept bytes. */
     tk_relay_opts o = {
         .pipe_size = set->pipe_size,
         .idle_ms = {set->client_timeout_ms, set->backend_timeout_ms},
         .a_eof = s->client_eof,
-        .head = head,
-        .head_len = hl + rl,
+        .preamble = s->hdr + s->hdr_sent,
+        .preamble_len = s->hdr_len - s->hdr_sent,
+        .head = s->rbuf ? s->rbuf + s->rsent : NULL,
+        .head_len = s->rlen - s->rsent,
         .count_a2b = &s->backend->bytes_sent,
         .count_b2a = &s->backend->bytes_received,
     };
+    s->relay_head = o.head_len;
     int cfd = s->cio.fd, bfd = s->bio.fd;
     s->cio.fd = s->bio.fd = -1;
     s->state = S_RELAY;
     int err = tk_relay_start(loop, cfd, bfd, &o, on_relay_end, s, &s->relay);
-    free(head);
+    free(s->rbuf);
+    s->rbuf = NULL;
+    s->rlen = s->rsent = 0;
     if (err < 0) {
         tk_error("cannot relay: %s", strerror(-err));
         session_end(s, "error");
@@ -635,6 +631,7 @@ int tk_balance_new(tk_workers *w, const tk_balance_config *c, tk_balance **out, 
         tk_balance_free(bal);
         return rc;
     }
+    bal->published = bal_table_ref(bal->table);
     for (unsigned i = 0; i < bal->nloops; i++) {
         bal_loop *lp = &bal->loops[i];
         lp->bal = bal;
@@ -654,10 +651,35 @@ nomem:
     return -ENOMEM;
 }
 
+/* One reload on its way to the loops: the last loop to switch publishes
+ * the table to stats readers and logs the change, so once the line is out
+ * every new client is routed by the new table. */
+typedef struct {
+    tk_balance *bal;
+    bal_table *t;
+    _Atomic unsigned pending;
+    size_t added, removed, kept;
+} reload_job;
+
 typedef struct {
     bal_loop *lp;
-    bal_table *t;
+    reload_job *job;
 } table_swap;
+
+static void reload_step_done(reload_job *job)
+{
+    if (atomic_fetch_sub_explicit(&job->pending, 1, memory_order_acq_rel) != 1)
+        return;
+    tk_balance *b = job->bal;
+    pthread_mutex_lock(&b->lock);
+    bal_table *old = b->published;
+    b->published = job->t; /* the job's reference moves here */
+    pthread_mutex_unlock(&b->lock);
+    bal_table_unref(old);
+    tk_info("reload: %zu backends (%zu added, %zu removed, %zu kept)", job->t->n, job->added,
+            job->removed, job->kept);
+    free(job);
+}
 
 static void on_table_swap(tk_loop *loop, void *arg)
 {
@@ -665,10 +687,11 @@ static void on_table_swap(tk_loop *loop, void *arg)
     table_swap *sw = arg;
     bal_loop *lp = sw->lp;
     bal_table *old = lp->table;
-    lp->table = sw->t;
+    lp->table = bal_table_ref(sw->job->t);
     if (lp->index == 0)
-        bal_health_adopt(lp, old, sw->t);
+        bal_health_adopt(lp, old, lp->table);
     bal_table_unref(old);
+    reload_step_done(sw->job);
     free(sw);
     /* New backends or higher limits may let waiting clients through. */
     tk_defer_queue(lp->loop, &lp->kick);
@@ -689,38 +712,47 @@ int tk_balance_reload(tk_balance *b, const tk_balance_config *c, char *err, size
     int rc = tk_balance_config_check(c, err, errcap);
     if (rc < 0)
         return rc;
-    bal_table *t = NULL;
-    rc = bal_table_build(b, c, b->table, &t, err, errcap);
-    if (rc < 0)
+    reload_job *job = calloc(1, sizeof(*job));
+    if (!job) {
+        snprintf(err, errcap, "out of memory");
+        return -ENOMEM;
+    }
+    rc = bal_table_build(b, c, b->table, &job->t, err, errcap);
+    if (rc < 0) {
+        free(job);
         return rc;
+    }
     if (!same_strings(&b->cfg, c) || b->cfg.threads != c->threads ||
         b->cfg.max_clients != c->max_clients)
         tk_warn("reload: listen, stats, threads and max-clients changes need a restart");
-    size_t kept = 0;
+    bal_table *t = job->t;
     for (size_t i = 0; i < t->n; i++)
         for (size_t j = 0; j < b->table->n; j++)
             if (t->e[i].b == b->table->e[j].b)
-                kept++;
-    tk_info("reload: %zu backends (%zu added, %zu removed, %zu kept)", t->n, t->n - kept,
-            b->table->n - kept, kept);
+                job->kept++;
+    job->added = t->n - job->kept;
+    job->removed = b->table->n - job->kept;
+    job->bal = b;
+    /* One step per loop, plus this thread's, so the job cannot finish
+     * before every post is out. */
+    atomic_init(&job->pending, b->nloops + 1);
+    bal_table *old = b->table;
+    b->table = bal_table_ref(t);
+    b->cfg = *c;
+    bal_table_unref(old);
     for (unsigned i = 0; i < b->nloops; i++) {
         table_swap *sw = malloc(sizeof(*sw));
         if (sw) {
             sw->lp = &b->loops[i];
-            sw->t = bal_table_ref(t);
+            sw->job = job;
             if (tk_loop_post(b->loops[i].loop, on_table_swap, sw) == 0)
                 continue;
-            bal_table_unref(t);
             free(sw);
         }
         tk_error("reload: loop %u keeps the old backends (out of memory)", i);
+        reload_step_done(job);
     }
-    pthread_mutex_lock(&b->lock);
-    bal_table *old = b->table;
-    b->table = t;
-    b->cfg = *c;
-    pthread_mutex_unlock(&b->lock);
-    bal_table_unref(old);
+    reload_step_done(job);
     return 0;
 }
 
@@ -745,6 +777,7 @@ void tk_balance_free(tk_balance *b)
         free(b->loops);
     }
     bal_table_unref(b->table);
+    bal_table_unref(b->published);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }

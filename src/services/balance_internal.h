@@ -122,8 +122,9 @@ struct tk_balance {
     bal_loop *loops;
     tk_server *server, *stats_server;
     tk_balance_config cfg; /* the settings in force (for reload diffs) */
-    pthread_mutex_t lock;  /* guards table for readers off the loops */
-    bal_table *table;      /* the newest table */
+    bal_table *table;      /* the newest table (main thread) */
+    pthread_mutex_t lock;  /* guards published */
+    bal_table *published;  /* the table every loop uses now (stats) */
     _Atomic unsigned queued;
     _Atomic uint64_t clients_total, clients_active, refused;
     uint64_t started_us;

@@ -144,7 +144,7 @@ static char *stats_text(tk_balance *bal, const bal_table *t, uint64_t now_ms)
 char *tk_balance_stats(tk_balance *bal, int json)
 {
     pthread_mutex_lock(&bal->lock);
-    bal_table *t = bal_table_ref(bal->table);
+    bal_table *t = bal_table_ref(bal->published);
     pthread_mutex_unlock(&bal->lock);
     uint64_t now_ms = tk_clock_us() / 1000;
     char *s = json ? stats_json(bal, t, now_ms) : stats_text(bal, t, now_ms);
@@ -281,9 +281,10 @@ static void stats_abort(void *svc, unsigned index)
 {
     (void)index;
     tk_balance *bal = svc;
+    /* Answered clients may still be lingering for their peer's FIN: end
+     * those too. */
     for (stats_client *sc = bal->stats_clients; sc; sc = sc->next)
-        if (!tk_conn_closing(sc->conn))
-            tk_conn_close(sc->conn, TK_CLOSE_SHUTDOWN, 0);
+        tk_conn_close(sc->conn, TK_CLOSE_SHUTDOWN, 0);
 }
 
 const tk_service_ops *tk_balance_stats_ops(void)
