@@ -8,11 +8,13 @@
 #   files: downloads of a 1 GiB file and of four 256 MiB files from tcpkit's
 #         file-server (protocols 1 and 2) against nginx, with iperf3 as the
 #         ceiling of one TCP stream over loopback.
+#   balance: tcpkit's balance against HAProxy and nginx's stream module in
+#         front of the same echo and iperf3 backends (bench/balance.sh).
 #
 #   BENCH_SECONDS       measured seconds per load run (default 5, fractions ok)
 #   BENCH_ROUNDS        runs of each scenario per server; the median is shown (3)
 #   BENCH_IDLE_CONNS    connections held open for the memory scenario (10000)
-#   BENCH_SECTIONS      which parts to run ("echo chat files")
+#   BENCH_SECTIONS      which parts to run ("echo chat files balance")
 #   BENCH_FILES_THREADS threads of tcpkit's file-server and nginx workers (1)
 #
 # Everything listens on 127.0.0.1 only, every wait has a deadline, and every
@@ -28,10 +30,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
 [[ $SECS =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "bench: BENCH_SECONDS must be a number" >&2; exit 2; }
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
-SECTIONS=" ${BENCH_SECTIONS:-echo chat files} "
+SECTIONS=" ${BENCH_SECTIONS:-echo chat files balance} "
 for s in $SECTIONS; do
-    [[ $s == echo || $s == chat || $s == files ]] ||
-        { echo "bench: BENCH_SECTIONS takes echo, chat and files" >&2; exit 2; }
+    [[ $s == echo || $s == chat || $s == files || $s == balance ]] ||
+        { echo "bench: BENCH_SECTIONS takes echo, chat, files and balance" >&2; exit 2; }
 done
 FILES_THREADS=${BENCH_FILES_THREADS:-1}
 [[ $FILES_THREADS =~ ^[1-9][0-9]*$ ]] ||
@@ -203,10 +205,14 @@ RUNS="$OUT/runs.jsonl"
 MEM="$OUT/memory.jsonl"
 CHAT="$OUT/chat.jsonl"
 FILES="$OUT/files.jsonl"
+BALANCE="$OUT/balance.jsonl" # written by bench/balance.sh
+BALANCE_TABLE="$OUT/balance.txt" # the tables it prints
 : >"$RUNS"
 : >"$MEM"
 : >"$CHAT"
 : >"$FILES"
+: >"$BALANCE"
+: >"$BALANCE_TABLE"
 
 # One load run: scenario name, server, connections, pipeline depth, round.
 bench_one() {
@@ -679,6 +685,12 @@ if section files; then
     fi
 fi
 
+# Load balancers: bench/balance.sh runs the whole section (its own servers,
+# CPU placement and clean-up) and prints its tables, kept for the end.
+if section balance; then
+    bench/balance.sh >"$BALANCE_TABLE" || FAILED=1
+fi
+
 {
     printf '{"seconds":%s,"rounds":%d,"threads":%d,"idle_connections":%d,\n"runs":[\n' \
         "$SECS" "$ROUNDS" "$THREADS" "$IDLE_N"
@@ -692,6 +704,8 @@ fi
         "$FILES_BIG_BYTES" "$FILES_PART_BYTES" "$FILES_THREADS" \
         "$([ "$FILES_TCPKIT" = 1 ] && echo true || echo false)"
     sed '$!s/$/,/' "$FILES"
+    printf ']},\n"balance":{"runs":[\n'
+    sed '$!s/$/,/' "$BALANCE"
     printf ']}}\n'
 } >"$OUT/results.json"
 
@@ -866,6 +880,9 @@ END {
 }' "$FILES"
     [ "$FILES_TCPKIT" = 1 ] || echo "tcpkit: not built yet"
 fi
+# Balance: its tables as bench/balance.sh printed them (each starts with an
+# empty line).
+cat "$BALANCE_TABLE"
 echo
 echo "raw results: bench/out/results.json"
 exit "$FAILED"
