@@ -1,6 +1,9 @@
 /* A relay joins two connected sockets, A and B, and moves bytes both ways
- * with splice() through a kernel pipe per direction, so payload never passes
- * through user memory. Each direction holds at most one pipe of bytes: when
+ * through a kernel pipe per direction: bulk data with splice(), so it never
+ * passes through user memory; small reads (under 16 KiB) are copied through
+ * the loop's scratch buffer, which costs less for them. Bytes the
+ * destination cannot take yet wait in the pipe, never in user memory, and
+ * each direction holds at most one pipe of bytes: when
  * the receiving side stops reading, the relay stops reading the sending
  * side, and TCP flow control pushes back on the sender. A FIN from one side
  * is passed on as a write shutdown of the other (half-close), and the relay

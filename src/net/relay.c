@@ -217,6 +217,54 @@ static void account(tk_relay *r, relay_dir *d, size_t n)
 /* Outcome of pumping one direction. */
 enum { PUMP_WAIT = 0, PUMP_FAIL_SRC, PUMP_FAIL_DST };
 
+/* Reads below this size are copied (recv into the loop's scratch buffer,
+ * send) rather than spliced: for small messages two copies cost less than
+ * moving page references through a pipe. A read of at least this size
+ * switches the direction to splice until a read comes back smaller. */
+#define SPLICE_MIN (16 * 1024)
+
+static size_t copy_cap(tk_relay *r, const relay_dir *d)
+{
+    size_t cap = tk_loop_scratch_size(r->loop);
+    return cap < d->pipe.size ? cap : d->pipe.size;
+}
+
+/* One copied read: recv into the scratch buffer, send what dst takes, and
+ * park the rest in the (empty) pipe, which holds it all since the read was
+ * no larger than the pipe. *n is the bytes read (0 at EOF, -1 would block). */
+static int copy_once(tk_relay *r, relay_dir *d, int src, int dst, ssize_t *n, int *err)
+{
+    unsigned char *buf = tk_loop_scratch(r->loop);
+    size_t cap = copy_cap(r, d);
+    *n = recv(src, buf, cap, 0);
+    if (*n < 0)
+        return (errno == EAGAIN || errno == EINTR) ? PUMP_WAIT : (*err = -errno, PUMP_FAIL_SRC);
+    if (*n == 0)
+        return PUMP_WAIT;
+    size_t got = (size_t)*n;
+    d->last_read = got;
+    r->last[d->src] = tk_loop_now(r->loop);
+    ssize_t w = send(dst, buf, got, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+            *err = -errno;
+            return PUMP_FAIL_DST;
+        }
+        w = 0;
+    }
+    account(r, d, (size_t)w);
+    size_t rest = got - (size_t)w;
+    if (rest > 0) {
+        ssize_t p = write(d->pipe.wr, buf + w, rest);
+        if (p != (ssize_t)rest) { /* cannot happen with an empty pipe */
+            *err = -ENOBUFS;
+            return PUMP_FAIL_SRC;
+        }
+        d->in_pipe = rest;
+    }
+    return PUMP_WAIT;
+}
+
 /* Moves bytes src -> pipe -> dst until one of them would block (d->want
  * says which), the direction is finished, or PUMP_ROUNDS pass. On failure
  * *err is the socket error. */
@@ -285,12 +333,28 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
             }
             return PUMP_WAIT;
         }
-        ssize_t n =
-            splice(src, NULL, d->pipe.wr, NULL, d->pipe.size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            d->in_pipe = d->last_read = (size_t)n;
-            r->last[d->src] = tk_loop_now(r->loop);
-            continue;
+        ssize_t n;
+        if (d->last_read >= SPLICE_MIN || d->last_read >= d->pipe.size) {
+            n = splice(src, NULL, d->pipe.wr, NULL, d->pipe.size,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                d->in_pipe = d->last_read = (size_t)n;
+                r->last[d->src] = tk_loop_now(r->loop);
+                continue;
+            }
+        } else {
+            int rc = copy_once(r, d, src, dst, &n, err);
+            if (rc != PUMP_WAIT)
+                return rc;
+            if (n > 0) {
+                if (d->in_pipe > 0)
+                    continue; /* the rest waits in the pipe for dst */
+                if (d->last_read < copy_cap(r, d)) {
+                    d->want = TK_READ; /* drained: see the splice branch */
+                    return PUMP_WAIT;
+                }
+                continue;
+            }
         }
         if (n == 0) {
             d->eof = 1;

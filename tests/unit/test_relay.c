@@ -731,12 +731,11 @@ static void traffic_keeps_relay_from_idling(void **state)
 /* Flow control: while peer A reads nothing, the relay stops reading B once
  * its pipe is full, so B's writes block with what is in flight bounded by
  * the pipe and the socket buffers; when A reads again everything arrives. */
-static void backpressure_stops_reading_b_until_a_reads(void **state)
+static void backpressure_with(void **state, size_t n, size_t pipe_size, int sockbuf)
 {
     relay_test *t = *state;
-    const size_t n = 8 * MiB, pipe_size = 65536;
     unsigned char *pb = random_bytes(n, 7);
-    pairs(t, 16384);
+    pairs(t, sockbuf);
     /* Room between the relay and peer A, and between peer B and the relay. */
     uint64_t room_a =
         (uint64_t)sockopt(t->ra, SO_SNDBUF) + (uint64_t)sockopt(t->a.io.fd, SO_RCVBUF);
@@ -782,6 +781,19 @@ static void backpressure_stops_reading_b_until_a_reads(void **state)
     assert_int_equal(t->end_count_b2a, n);
     finish(t);
     free(pb);
+}
+
+static void backpressure_stops_reading_b_until_a_reads(void **state)
+{
+    backpressure_with(state, 8 * MiB, 65536, 16384);
+}
+
+/* Small socket buffers keep every read under the splice threshold, so the
+ * copy path runs throughout: sends that A's full socket refuses must park
+ * the rest in the pipe, in order, and nothing more is read meanwhile. */
+static void backpressure_on_the_copy_path(void **state)
+{
+    backpressure_with(state, 2 * MiB, 16384, 4096);
 }
 
 /* The counters are added to, not set: two relays in turn on the same pair
@@ -1177,6 +1189,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(traffic_keeps_relay_from_idling, setup, teardown),
         cmocka_unit_test_setup_teardown(backpressure_stops_reading_b_until_a_reads, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(backpressure_on_the_copy_path, setup, teardown),
         cmocka_unit_test_setup_teardown(counters_add_across_relays, setup, teardown),
         cmocka_unit_test_setup_teardown(close_frees_without_callback_and_resets_both, setup,
                                         teardown),
