@@ -39,7 +39,8 @@ struct bal_session {
     unsigned char hdr[TK_PROXY_V1_MAX + 1]; /* PROXY header (v1 is the longer) */
     size_t hdr_len, hdr_sent;
     unsigned char *rbuf; /* the client's first bytes, kept for a replay */
-    size_t rlen, rsent;
+    size_t rcap, rlen, rsent;
+    uint32_t first_byte_ms; /* the settings this client's first exchange started with */
     int client_eof, fin_sent, timer_armed;
     bal_check_result last_failure;
     uint64_t up, down; /* client bytes relayed each way */
@@ -115,6 +116,11 @@ static void session_end(bal_session *s, const char *reason)
 {
     bal_loop *lp = s->lp;
     tk_balance *bal = lp->bal;
+    if (s->relay) { /* cut short (drain): count what it moved */
+        uint64_t a2b = tk_relay_bytes_a2b(s->relay);
+        s->up += a2b > s->relay_head ? a2b - s->relay_head : 0;
+        s->down += tk_relay_bytes_b2a(s->relay);
+    }
     log_close(s, reason);
     if (s->relay) {
         tk_relay_close(s->relay);
@@ -190,7 +196,7 @@ static int first_send(bal_session *s)
     /* The backend owes an answer from the moment it has client bytes. */
     if (s->rsent > 0 && !s->timer_armed) {
         s->timer_armed = 1;
-        (void)tk_timer_start(s->lp->loop, &s->timer, s->lp->table->set.first_byte_timeout_ms);
+        (void)tk_timer_start(s->lp->loop, &s->timer, s->first_byte_ms);
     }
     unsigned ev = TK_READ | (pending ? TK_WRITE : 0);
     return tk_io_set(s->lp->loop, &s->bio, ev);
@@ -270,7 +276,7 @@ static void on_client_io(tk_loop *loop, tk_io *io, unsigned events)
             tk_io_stop(loop, io); /* it spoke; its bytes wait in the kernel */
         return;
     }
-    size_t cap = s->lp->table->set.replay_max;
+    size_t cap = s->rcap;
     if (!s->rbuf && !(s->rbuf = malloc(cap))) {
         session_end(s, "error");
         return;
@@ -398,13 +404,18 @@ static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
     atomic_fetch_add_explicit(&s->backend->total, 1, memory_order_relaxed);
     tk_io_init(&s->bio, fd, on_backend_io);
     build_proxy_header(s);
-    if (set->first_byte_timeout_ms == 0 || set->replay_max == 0) {
+    if (!s->rcap && (set->first_byte_timeout_ms == 0 || set->replay_max == 0)) {
         start_relay(s);
         return;
     }
-    /* Keep the first exchange in hand until the backend answers. */
+    /* Keep the first exchange in hand until the backend answers. A retry
+     * keeps the sizes it started with, whatever a reload changed since. */
+    if (!s->rcap) {
+        s->rcap = set->replay_max;
+        s->first_byte_ms = set->first_byte_timeout_ms;
+    }
     s->state = S_FIRST;
-    if (!s->client_eof && s->rlen < set->replay_max) {
+    if (!s->client_eof && s->rlen < s->rcap) {
         int rc = tk_io_set(loop, &s->cio, TK_READ);
         if (rc < 0) {
             session_end(s, "error");

@@ -689,12 +689,16 @@ def test_drain_timeout_closes_remaining_clients(echo_backends, balancer):
     bal = balancer([a], "--drain-timeout", "300ms")
     c = connect(bal)
     assert c.recv_line() == b"A\n"
+    c.send(b"hi\n")
+    assert c.recv_line() == b"ECHO: hi\n"
     bal.send_signal(signal.SIGTERM)
     assert c.recv_until_eof(timeout=10, allow_reset=True) == b""
     bal.stopped_by_test = True
     assert bal.wait(15) == 0
     line = close_line_for(bal, local(c), timeout=1)
     assert line["reason"] == "drain"
+    # A connection cut by the drain still reports what it moved.
+    assert (line["up"], line["down"]) == (3, 2 + 9), line
 
 
 def test_second_signal_exits_at_once_with_status_1(echo_backends, balancer):

@@ -17,6 +17,7 @@ from balance_helpers import (  # noqa: F401  (fixtures)
     connect,
     echo_backends,
     expect_log,
+    py_backend,
     refused_addr,
     stats_json,
     wait_stats,
@@ -338,3 +339,22 @@ def test_reload_line_means_the_new_set_is_in_effect(echo_backends, balancer, tmp
         sighup_reload(bal, r"reload: 2 backends \(1 added, 0 removed, 1 kept\)",
                       stats_pred=lambda st: len(st["backends"]) == 2)
     assert not problems, "after the reload line, the removed backend was still in use:\n" + "\n".join(problems)
+
+
+def test_reload_mid_first_exchange_keeps_its_replay_buffer(py_backend, balancer, tmp_path):
+    """A client in its first exchange keeps the replay buffer it started with:
+    a reload that enlarges --replay-buffer must not make the balancer read
+    past the buffer it already allocated (a heap overflow under ASan)."""
+    hold = py_backend("hold")
+    cfg = write_config(tmp_path / "bal.conf", f"backend {hold.spec}\n"
+                       "first-byte-timeout 20s\nreplay-buffer 64\ndrain-timeout 1s\n")
+    bal = balancer([], "-c", cfg)
+    c = connect(bal)
+    c.send(b"x" * 10)
+    assert hold.wait_data(0, 10) == b"x" * 10
+    write_config(cfg, f"backend {hold.spec}\nfirst-byte-timeout 20s\nreplay-buffer 1M\n"
+                 "drain-timeout 1s\n")
+    sighup_reload(bal, r"reload: 1 backends? \(0 added, 0 removed, 1 kept\)")
+    c.send(b"y" * 4000)
+    assert hold.wait_data(0, 4010) == b"x" * 10 + b"y" * 4000
+    assert bal.alive()
