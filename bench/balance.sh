@@ -48,6 +48,8 @@ TMP="" # configurations, pid files and nginx's prefixes; removed on exit
 FAILED=0
 
 log() { printf '%s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
@@ -83,32 +85,14 @@ accepts() {
 # proxy) and waits for its "listening on [HOST:]PORT" line; the port goes to
 # PORT[NAME], its output on to bench/out/balance-NAME.log.
 start_reported() {
-    local name=$1 fifo="$TMP/$1.fifo" line="" fd port="" t0=$SECONDS
+    local name=$1 fifo="$TMP/$1.fifo"
     local -a pin=("${PIN_LOAD[@]}")
     [ "$2" = load ] || pin=("${PIN_PROXY[@]}")
     shift 2
     rm -f "$fifo"
     mkfifo "$fifo"
     "${pin[@]}" "$@" >"$fifo" 2>&1 &
-    PID[$name]=$!
-    exec {fd}<"$fifo"
-    while [ $((SECONDS - t0)) -lt "$READY_TIMEOUT" ]; do
-        IFS= read -r -t "$READY_TIMEOUT" -u "$fd" line || break
-        if [[ $line =~ listening\ on\ ([^\ ]*:)?([0-9]+) ]]; then
-            port=${BASH_REMATCH[2]}
-            break
-        fi
-        printf '%s\n' "$line" >>"$OUT/balance-$name.log"
-    done
-    cat <&"$fd" >>"$OUT/balance-$name.log" &
-    DRAIN[$name]=$!
-    exec {fd}<&-
-    rm -f "$fifo"
-    if [ -z "$port" ]; then
-        log "bench: $name did not report a listening address (see bench/out/balance-$name.log)"
-        return 1
-    fi
-    PORT[$name]=$port
+    wait_listening "$name" "$fifo" "$OUT/balance-$name.log"
 }
 
 # start_polled NAME PORT COMMAND...: for servers that cannot report the port

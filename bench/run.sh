@@ -49,6 +49,8 @@ FILES_TMP="" # tmpfs directory the file downloads go to, removed on exit
 FAILED=0
 
 log() { printf '%s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
@@ -106,7 +108,7 @@ done
 # Starts a server on 127.0.0.1:0 (iperf3: on port $2) and waits for its
 # "listening on" line; its output goes on to bench/out/NAME.log.
 start_server() {
-    local name=$1 fifo="$OUT/$1.fifo" line="" fd port="" t0=$SECONDS
+    local name=$1 fifo="$OUT/$1.fifo"
     local -a cmd
     case $name in
     floor) cmd=("$OUT/floor_echo" 127.0.0.1:0 "$THREADS") ;;
@@ -134,25 +136,7 @@ start_server() {
     rm -f "$fifo"
     mkfifo "$fifo"
     "${cmd[@]}" >"$fifo" 2>&1 &
-    PID[$name]=$!
-    exec {fd}<"$fifo"
-    while [ $((SECONDS - t0)) -lt "$READY_TIMEOUT" ]; do
-        IFS= read -r -t "$READY_TIMEOUT" -u "$fd" line || break
-        if [[ $line =~ listening\ on\ ([^\ ]*:)?([0-9]+) ]]; then
-            port=${BASH_REMATCH[2]}
-            break
-        fi
-        printf '%s\n' "$line" >>"$OUT/$name.log"
-    done
-    cat <&"$fd" >>"$OUT/$name.log" &
-    DRAIN[$name]=$!
-    exec {fd}<&-
-    rm -f "$fifo"
-    if [ -z "$port" ]; then
-        log "bench: $name did not report a listening address (see bench/out/$name.log)"
-        return 1
-    fi
-    PORT[$name]=$port
+    wait_listening "$name" "$fifo" "$OUT/$name.log"
 }
 
 # redis-server cannot report the port it bound, so it gets one that was free

@@ -40,20 +40,6 @@ static bal_backend *of_io(tk_io *io)
     return (bal_backend *)((char *)io - offsetof(bal_backend, check.io));
 }
 
-/* Lets every loop's waiting clients look again (a backend came up). */
-static void kick_all(tk_balance *bal)
-{
-    for (unsigned i = 0; i < bal->nloops; i++) {
-        bal_loop *lp = &bal->loops[i];
-        if (atomic_load_explicit(&lp->nqueued, memory_order_relaxed) == 0)
-            continue;
-        if (atomic_exchange_explicit(&lp->kick_posted, 1, memory_order_acq_rel))
-            continue;
-        if (tk_loop_post(lp->loop, bal_kick_post, lp) < 0)
-            atomic_store_explicit(&lp->kick_posted, 0, memory_order_relaxed);
-    }
-}
-
 /* Counts one result, active or passive, and changes state on rise/fall. */
 static void count_result(bal_loop *lp0, bal_backend *b, bal_check_result r)
 {
@@ -67,7 +53,7 @@ static void count_result(bal_loop *lp0, bal_backend *b, bal_check_result r)
         if (!up && c->oks >= set->rise) {
             atomic_store_explicit(&b->up, 1, memory_order_relaxed);
             tk_info("backend %s up", b->addr);
-            kick_all(lp0->bal);
+            bal_kick_waiters(lp0->bal); /* a backend came up */
         }
         return;
     }

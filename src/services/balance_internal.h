@@ -159,6 +159,8 @@ bal_pick_status bal_pick(bal_loop *lp, const tk_addr *peer, bal_backend *const *
                          const bal_entry **out);
 /* Gives back a slot bal_pick reserved, and lets waiting clients try again. */
 void bal_release(tk_balance *bal, bal_backend *b);
+/* Asks every loop with waiting clients to serve its queue (any thread). */
+void bal_kick_waiters(tk_balance *bal);
 /* 64-bit hash of n bytes. */
 uint64_t bal_hash(const void *p, size_t n);
 

@@ -211,12 +211,9 @@ bal_pick_status bal_pick(bal_loop *lp, const tk_addr *peer, bal_backend *const *
     return BAL_FULL;
 }
 
-void bal_release(tk_balance *bal, bal_backend *b)
+void bal_kick_waiters(tk_balance *bal)
 {
-    atomic_fetch_sub_explicit(&b->active, 1, memory_order_relaxed);
-    if (atomic_load_explicit(&bal->queued, memory_order_relaxed) == 0)
-        return;
-    /* Someone waits: let every loop with waiters look again. */
+    /* One post per loop with waiters; a flag keeps it to one outstanding. */
     for (unsigned i = 0; i < bal->nloops; i++) {
         bal_loop *lp = &bal->loops[i];
         if (atomic_load_explicit(&lp->nqueued, memory_order_relaxed) == 0)
@@ -226,4 +223,11 @@ void bal_release(tk_balance *bal, bal_backend *b)
         if (tk_loop_post(lp->loop, bal_kick_post, lp) < 0)
             atomic_store_explicit(&lp->kick_posted, 0, memory_order_relaxed);
     }
+}
+
+void bal_release(tk_balance *bal, bal_backend *b)
+{
+    atomic_fetch_sub_explicit(&b->active, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&bal->queued, memory_order_relaxed) > 0)
+        bal_kick_waiters(bal);
 }

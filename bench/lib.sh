@@ -1,0 +1,32 @@
+# shellcheck shell=bash disable=SC2034,SC2004 # the arrays are the caller's (associative)
+# Shared by bench/run.sh and bench/balance.sh (sourced; both run from the
+# repository root with `set -euo pipefail`, an associative PID, DRAIN and
+# PORT, READY_TIMEOUT and log()).
+
+# wait_listening NAME FIFO LOG: call right after starting a server in the
+# background with its output going to FIFO. Records its PID, reads the FIFO
+# for the server's "listening on [HOST:]PORT" line (READY_TIMEOUT seconds at
+# most), passes the rest of the output on to LOG from a background cat, and
+# sets PORT[NAME]. Returns 1 if no such line came.
+wait_listening() {
+    local name=$1 fifo=$2 logf=$3 line="" fd port="" t0=$SECONDS
+    PID[$name]=$!
+    exec {fd}<"$fifo"
+    while [ $((SECONDS - t0)) -lt "$READY_TIMEOUT" ]; do
+        IFS= read -r -t "$READY_TIMEOUT" -u "$fd" line || break
+        if [[ $line =~ listening\ on\ ([^\ ]*:)?([0-9]+) ]]; then
+            port=${BASH_REMATCH[2]}
+            break
+        fi
+        printf '%s\n' "$line" >>"$logf"
+    done
+    cat <&"$fd" >>"$logf" &
+    DRAIN[$name]=$!
+    exec {fd}<&-
+    rm -f "$fifo"
+    if [ -z "$port" ]; then
+        log "bench: $name did not report a listening address (see $logf)"
+        return 1
+    fi
+    PORT[$name]=$port
+}
