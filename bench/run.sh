@@ -714,6 +714,9 @@ function median(arr, cnt,   a, b, v, tmp) {
 # the rounds spread around it, and the median of the per-round ratios to the
 # floor (each round's servers ran back to back, so a ratio within a round is
 # not skewed by the machine slowing down between rounds).
+# Everything from here to the report also goes to bench/out/tables.txt,
+# which bench/report.py turns into docs/BENCHMARKS.md.
+{
 if [ -s "$RUNS" ]; then
     echo
     awk "$TABLE_AWK"'
@@ -867,6 +870,12 @@ fi
 # Balance: its tables as bench/balance.sh printed them (each starts with an
 # empty line).
 cat "$BALANCE_TABLE"
+} | tee "$OUT/tables.txt"
 echo
 echo "raw results: bench/out/results.json"
+if python3 bench/report.py "$OUT" docs/BENCHMARKS.md; then
+    echo "report: docs/BENCHMARKS.md"
+else
+    FAILED=1
+fi
 exit "$FAILED"
