@@ -16,6 +16,8 @@
 #include "tcpkit/loop.h"
 #include "tcpkit/metrics.h"
 #include "tcpkit/parse.h"
+#include "tcpkit/scan.h"
+#include "tcpkit/pool.h"
 #include "tcpkit/server.h"
 #include "tcpkit/sock.h"
 #include "tcpkit/text.h"
