@@ -3,6 +3,7 @@
 #define TCPKIT_TCPKIT_H
 
 #include "tcpkit/addr.h"
+#include "tcpkit/balance.h"
 #include "tcpkit/buf.h"
 #include "tcpkit/codec.h"
 #include "tcpkit/conn.h"
@@ -16,8 +17,9 @@
 #include "tcpkit/loop.h"
 #include "tcpkit/metrics.h"
 #include "tcpkit/parse.h"
-#include "tcpkit/scan.h"
 #include "tcpkit/pool.h"
+#include "tcpkit/proxy.h"
+#include "tcpkit/relay.h"
 #include "tcpkit/server.h"
 #include "tcpkit/sock.h"
 #include "tcpkit/text.h"
