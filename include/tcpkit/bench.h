@@ -1,8 +1,19 @@
-/* A closed-loop load generator for line-echo servers. Each connection keeps a
- * fixed number of request lines in flight and sends one more for every reply
- * line it gets back, so the offered load follows the server's speed. The
- * engine parses no command line, prints nothing and never exits the process:
- * everything it learns is returned in a tk_bench_result. */
+/* A load generator for line-echo servers, closed or open loop.
+ *
+ * Closed loop (rate == 0, the default): each connection keeps a fixed number
+ * of request lines in flight and sends one more for every reply line it gets
+ * back, so the offered load follows the server's speed.
+ *
+ * Open loop (rate > 0): requests go out on a fixed schedule, `rate` per second
+ * in total, connection i of C sending its j-th request at
+ * start + i/rate + j*C/rate whatever the replies do, and latency is measured
+ * from that intended time, not from the actual send, so a server that falls
+ * behind sees its queueing counted (no coordinated omission, as in wrk2).
+ * Requests that the socket cannot take yet wait on the client, unbounded.
+ *
+ * The engine parses no command line, prints nothing and never exits the
+ * process: everything it learns is returned in a tk_bench_result, plus the
+ * optional histogram, per-second counts and progress callback below. */
 #ifndef TCPKIT_BENCH_H
 #define TCPKIT_BENCH_H
 
@@ -10,24 +21,39 @@
 #include <stdint.h>
 
 #include "tcpkit/addr.h"
+#include "tcpkit/hist.h"
 
 /* Upper bounds checked by tk_bench_run(); past them it returns -EINVAL. */
 #define TK_BENCH_MAX_CONNECTIONS 1000000u
 #define TK_BENCH_MAX_PIPELINE    65536u
 #define TK_BENCH_MAX_SIZE        (16u * 1024 * 1024)
 #define TK_BENCH_MAX_THREADS     1024u
+#define TK_BENCH_MAX_RATE        10000000.0 /* requests per second, open loop */
+
+/* Called on the caller's thread about once a second while the measured window
+ * runs: replies counted so far in the window, and seconds elapsed in it. */
+typedef void (*tk_bench_progress_fn)(void *arg, uint64_t replies, double elapsed_s);
 
 typedef struct {
-    const tk_addr *addrs;        /* where to connect, tried in order by each dial */
-    size_t naddrs;               /* at least 1 */
-    unsigned connections;        /* open connections (1 by default) */
-    unsigned pipeline;           /* request lines in flight per connection (1) */
-    size_t size;                 /* bytes per request line, '\n' included (64, >= 2) */
-    uint32_t duration_ms;        /* measured time after every dial ended (5000) */
-    uint32_t warmup_ms;          /* unmeasured time before it; UINT32_MAX (the default)
-                                    means min(1 s, duration / 5) */
-    unsigned threads;            /* client threads, one loop each (1); capped at connections */
-    uint32_t connect_timeout_ms; /* per connection, every address included (10000; 0 same) */
+    const tk_addr *addrs;          /* where to connect, tried in order by each dial */
+    size_t naddrs;                 /* at least 1 */
+    unsigned connections;          /* open connections (1 by default) */
+    unsigned pipeline;             /* request lines in flight per connection (1) */
+    size_t size;                   /* bytes per request line, '\n' included (64, >= 2) */
+    uint32_t duration_ms;          /* measured time after every dial ended (5000) */
+    uint32_t warmup_ms;            /* unmeasured time before it; UINT32_MAX (the default)
+                                      means min(1 s, duration / 5) */
+    unsigned threads;              /* client threads, one loop each (1); capped at connections */
+    uint32_t connect_timeout_ms;   /* per connection, every address included (10000; 0 same) */
+    double rate;                   /* open loop: requests per second in total; 0 closed loop (0) */
+    uint64_t requests;             /* if > 0: send exactly this many requests in the whole run,
+                                      warm-up included, and end once all are answered (or
+                                      duration_ms passes, which is then only an upper bound) */
+    tk_hdr *hist_out;              /* optional: receives the measured latencies */
+    uint64_t *per_sec;             /* optional: replies in each whole second of the window */
+    size_t per_sec_cap;            /* entries per_sec can hold */
+    tk_bench_progress_fn progress; /* optional, see above */
+    void *progress_arg;
 } tk_bench_config;
 
 typedef struct {
@@ -38,11 +64,18 @@ typedef struct {
     int last_error;          /* a failed dial's or lost connection's -errno (EOF: 0) */
     double elapsed_s;        /* length of the measured window */
     double rps;              /* requests / elapsed_s */
-    uint64_t p50_us;         /* latency percentiles (send to reply), microseconds */
+    uint64_t sent;           /* request lines handed to the socket layer, whole run */
+    uint64_t received;       /* reply lines matched with a request, whole run */
+    uint64_t sent_measured;  /* requests sent (closed) or scheduled (open) in the window */
+    uint64_t p50_us;         /* latency percentiles (send, or intended send in open loop,
+                                to reply), microseconds, within 0.4 % (hist.h) */
+    uint64_t p90_us;
     uint64_t p99_us;
     uint64_t p999_us;
-    uint64_t max_us;
+    uint64_t max_us; /* exact */
+    uint64_t min_us; /* exact */
     double mean_us;
+    size_t per_sec_n;  /* entries written to cfg->per_sec */
     uint64_t bytes_in; /* bytes read and written inside the measured window */
     uint64_t bytes_out;
 } tk_bench_result;

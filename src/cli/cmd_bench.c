@@ -1,16 +1,20 @@
-/* tcpkit bench: closed-loop load against a line-echo server, reported as
- * throughput and latency percentiles, in text or as one JSON line. */
+/* tcpkit bench: closed- or open-loop load against a line-echo server, reported
+ * as throughput and latency percentiles, in text or as one JSON line; a search
+ * for the highest rate under a p99 target; a progress line on a terminal; an
+ * SVG plot of the latency distribution and of throughput over time. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/bench.h"
+#include "tcpkit/hist.h"
 #include "tcpkit/workers.h"
 
 #define BENCH_MAX_ADDRS 16
@@ -21,15 +25,30 @@ typedef struct {
     const char *target;
     tk_bench_config cfg;
     int json;
+    int duration_set;
+    int warmup_set;
+    int find_max;
+    uint32_t p99_target_ms;
+    const char *plot;
 } bench_opts;
+
+/* --find-max-rate: probes of this length, at most this many of them. */
+#define FIND_PROBE_MS      2000u
+#define FIND_MAX_PROBES    16
+#define FIND_START_RATE    1000.0
+#define FIND_PRECISION     0.05 /* bisection stops when hi/lo is within 5 % */
+#define PLOT_MAX_SECONDS   3600
+#define BENCH_MAX_REQUESTS 1000000000000ul
 
 static const char usage_text[] =
     "usage: tcpkit bench HOST:PORT [OPTIONS]\n"
     "\n"
-    "Closed-loop load for a line-echo server: each connection keeps DEPTH request\n"
-    "lines of BYTES bytes in flight and sends one more for every reply line. Reports\n"
-    "requests per second and latency percentiles measured after a warm-up of\n"
-    "min(1 s, SECS/5) that starts once every connection is up.\n"
+    "Load for a line-echo server. Closed loop (default): each connection keeps DEPTH\n"
+    "request lines of BYTES bytes in flight and sends one more for every reply line.\n"
+    "Open loop (--rate): requests leave on a fixed schedule and latency counts from\n"
+    "the intended send time, so server queueing is not hidden. Reports requests per\n"
+    "second and latency percentiles measured after a warm-up of min(1 s, SECS/5)\n"
+    "(none with --requests) that starts once every connection is up.\n"
     "\n"
     "  -c, --connections N       connections to open (default 50)\n"
     "  -p, --pipeline DEPTH      requests in flight per connection (default 1)\n"
@@ -37,6 +56,13 @@ static const char usage_text[] =
     "  -d, --duration SECS       measured time, fractions allowed (default 5)\n"
     "  -t, --threads N           client threads, one event loop each (default: CPU count)\n"
     "      --connect-timeout SECS  per connection, every address tried (default 10)\n"
+    "  -r, --rate R              open loop: R requests per second in total\n"
+    "  -n, --requests N          send N requests in all (warm-up included), stop when\n"
+    "                            all are answered; -d is then only an upper bound\n"
+    "      --warmup SECS         unmeasured time first (0 allowed)\n"
+    "      --find-max-rate       search the highest --rate whose p99 stays under --p99\n"
+    "      --p99 DURATION        the p99 target for --find-max-rate (e.g. 5ms)\n"
+    "      --plot FILE.svg       draw the latency distribution and throughput per second\n"
     "      --json                print one JSON object on one line\n"
     "  -h, --help                this help\n"
     "\n"
@@ -56,7 +82,7 @@ static int parse_ms(const char *s, uint32_t *ms)
 /* Returns 0, the exit status (2) after printing why, or -1 for --help. */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    enum { OPT_CONNECT_TIMEOUT = 256, OPT_JSON };
+    enum { OPT_CONNECT_TIMEOUT = 256, OPT_JSON, OPT_WARMUP, OPT_FIND, OPT_P99, OPT_PLOT };
     static const struct option longopts[] = {
         {"connections", required_argument, NULL, 'c'},
         {"pipeline", required_argument, NULL, 'p'},
@@ -65,6 +91,12 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"threads", required_argument, NULL, 't'},
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"rate", required_argument, NULL, 'r'},
+        {"requests", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, OPT_WARMUP},
+        {"find-max-rate", no_argument, NULL, OPT_FIND},
+        {"p99", required_argument, NULL, OPT_P99},
+        {"plot", required_argument, NULL, OPT_PLOT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -76,7 +108,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->cfg.threads = tk_cpu_count();
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":c:p:s:d:t:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:p:s:d:t:r:n:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_CONNECTIONS, &v) < 0)
@@ -96,7 +128,36 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'd':
             if (parse_ms(optarg, &o->cfg.duration_ms) < 0)
                 return bad_value("-d", optarg);
+            o->duration_set = 1;
             break;
+        case 'r': {
+            char *end;
+            errno = 0;
+            double r = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(r > 0.0) || r > TK_BENCH_MAX_RATE)
+                return bad_value("--rate", optarg);
+            o->cfg.rate = r;
+            break;
+        }
+        case 'n': {
+            unsigned long n;
+            if (tk_parse_uint(optarg, 1, BENCH_MAX_REQUESTS, &n) < 0)
+                return bad_value("--requests", optarg);
+            o->cfg.requests = n;
+            break;
+        }
+        case OPT_WARMUP:
+            if (tk_parse_duration_ms(optarg, &o->cfg.warmup_ms) < 0 ||
+                o->cfg.warmup_ms > BENCH_MAX_MS)
+                return bad_value("--warmup", optarg);
+            o->warmup_set = 1;
+            break;
+        case OPT_FIND: o->find_max = 1; break;
+        case OPT_P99:
+            if (parse_ms(optarg, &o->p99_target_ms) < 0)
+                return bad_value("--p99", optarg);
+            break;
+        case OPT_PLOT: o->plot = optarg; break;
         case 't':
             if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_THREADS, &v) < 0)
                 return bad_value("-t", optarg);
@@ -123,6 +184,16 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     if (optind < argc - 1)
         return opt_usage_error("bench", "unexpected argument '%s'", argv[optind + 1]);
     o->target = argv[optind];
+    if (o->find_max && o->p99_target_ms == 0)
+        return opt_usage_error("bench", "--find-max-rate needs --p99 DURATION");
+    if (!o->find_max && o->p99_target_ms)
+        return opt_usage_error("bench", "--p99 only goes with --find-max-rate");
+    if (o->find_max && (o->cfg.rate > 0 || o->cfg.requests))
+        return opt_usage_error("bench", "--find-max-rate chooses the rate; drop --rate/--requests");
+    if (o->cfg.requests && !o->duration_set)
+        o->cfg.duration_ms = BENCH_MAX_MS;
+    if (o->cfg.requests && !o->warmup_set)
+        o->cfg.warmup_ms = 0;
     return 0;
 }
 
@@ -142,18 +213,34 @@ static void json_string(FILE *out, const char *s)
     fputc('"', out);
 }
 
+/* Microseconds as milliseconds with three decimals: microsecond precision. */
+static void print_ms(FILE *out, const char *name, uint64_t us)
+{
+    if (us >= TK_HDR_CEILING && us != UINT64_MAX)
+        fprintf(out, "  %s >=%llu.%03llu ms", name, (unsigned long long)(us / 1000),
+                (unsigned long long)(us % 1000));
+    else
+        fprintf(out, "  %s %llu.%03llu ms", name, (unsigned long long)(us / 1000),
+                (unsigned long long)(us % 1000));
+}
+
 static void print_json(const bench_opts *o, unsigned threads, const tk_bench_result *r)
 {
     const tk_bench_config *c = &o->cfg;
     printf("{\"target\":");
     json_string(stdout, o->target);
-    printf(",\"connections\":%u,\"pipeline\":%u,\"size\":%zu,\"duration_s\":%.3f,"
-           "\"threads\":%u,\"requests\":%llu,\"errors\":%llu,\"rps\":%.1f,\"p50_us\":%llu,"
-           "\"p99_us\":%llu,\"p999_us\":%llu,\"max_us\":%llu,\"elapsed_s\":%.3f,"
-           "\"bytes_in\":%llu,\"bytes_out\":%llu}\n",
-           c->connections, c->pipeline, c->size, c->duration_ms / 1000.0, threads,
-           (unsigned long long)r->requests, (unsigned long long)r->errors, r->rps,
-           (unsigned long long)r->p50_us, (unsigned long long)r->p99_us,
+    printf(",\"mode\":\"%s\",\"rate\":%.1f,\"connections\":%u,\"pipeline\":%u,\"size\":%zu,"
+           "\"duration_s\":%.3f,\"threads\":%u,\"requests\":%llu,\"sent\":%llu,"
+           "\"received\":%llu,\"sent_measured\":%llu,\"errors\":%llu,\"rps\":%.1f,"
+           "\"min_us\":%llu,\"mean_us\":%.1f,\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,"
+           "\"p999_us\":%llu,\"max_us\":%llu,\"elapsed_s\":%.3f,\"bytes_in\":%llu,"
+           "\"bytes_out\":%llu}\n",
+           c->rate > 0 ? "open" : "closed", c->rate, c->connections, c->pipeline, c->size,
+           c->duration_ms / 1000.0, threads, (unsigned long long)r->requests,
+           (unsigned long long)r->sent, (unsigned long long)r->received,
+           (unsigned long long)r->sent_measured, (unsigned long long)r->errors, r->rps,
+           (unsigned long long)r->min_us, r->mean_us, (unsigned long long)r->p50_us,
+           (unsigned long long)r->p90_us, (unsigned long long)r->p99_us,
            (unsigned long long)r->p999_us, (unsigned long long)r->max_us, r->elapsed_s,
            (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out);
 }
@@ -164,14 +251,242 @@ static void print_text(const bench_opts *o, unsigned threads, const tk_bench_res
     double mb_out = r->elapsed_s > 0 ? (double)r->bytes_out / r->elapsed_s / 1e6 : 0.0;
     printf("target %s  connections %u  pipeline %u  size %zu B  duration %.1f s  threads %u\n",
            o->target, c->connections, c->pipeline, c->size, c->duration_ms / 1000.0, threads);
+    if (c->rate > 0)
+        printf("open loop at %.1f req/s (latency from the intended send time)\n", c->rate);
     printf("requests %llu  errors %llu", (unsigned long long)r->requests,
            (unsigned long long)r->errors);
     if (r->errors > 0 && r->last_error < 0)
         printf(" (last: %s)", strerror(-r->last_error));
-    printf("\n");
+    printf("  (whole run: sent %llu, received %llu)\n", (unsigned long long)r->sent,
+           (unsigned long long)r->received);
     printf("throughput %.0f req/s  (%.1f MB/s out)\n", r->rps, mb_out);
-    printf("latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", r->p50_us / 1000.0,
-           r->p99_us / 1000.0, r->p999_us / 1000.0, r->max_us / 1000.0);
+    printf("latency");
+    print_ms(stdout, "p50", r->p50_us);
+    print_ms(stdout, "p90", r->p90_us);
+    print_ms(stdout, "p99", r->p99_us);
+    print_ms(stdout, "p99.9", r->p999_us);
+    print_ms(stdout, "max", r->max_us);
+    printf("\n");
+    printf("       ");
+    print_ms(stdout, "min", r->min_us);
+    printf("  mean %.3f ms\n", r->mean_us / 1000.0);
+}
+
+/* The progress line: rewritten in place on a terminal, once a second. */
+typedef struct {
+    const tk_bench_config *cfg;
+    int shown;
+} progress_state;
+
+static void on_progress(void *arg, uint64_t replies, double elapsed_s)
+{
+    progress_state *p = arg;
+    double rps = elapsed_s > 0 ? (double)replies / elapsed_s : 0.0;
+    if (p->cfg->requests)
+        fprintf(stderr, "\r\033[K%.0f req/s  %llu replies  elapsed %.0f s", rps,
+                (unsigned long long)replies, elapsed_s);
+    else
+        fprintf(stderr, "\r\033[K%.0f req/s  %llu replies  elapsed %.0f s  remaining %.0f s", rps,
+                (unsigned long long)replies, elapsed_s, p->cfg->duration_ms / 1000.0 - elapsed_s);
+    fflush(stderr);
+    p->shown = 1;
+}
+
+/* One run with the options' config; a progress line if stderr is a terminal. */
+static int run_once(bench_opts *o, tk_bench_result *r, int progress)
+{
+    progress_state ps = {&o->cfg, 0};
+    if (progress && isatty(STDERR_FILENO)) {
+        o->cfg.progress = on_progress;
+        o->cfg.progress_arg = &ps;
+    }
+    int err = tk_bench_run(&o->cfg, r);
+    o->cfg.progress = NULL;
+    if (ps.shown)
+        fputs("\r\033[K", stderr);
+    return err;
+}
+
+/* Searches the highest open-loop rate whose p99 stays under the target:
+ * doubling from FIND_START_RATE until a probe fails, then bisection until the
+ * bounds are within FIND_PRECISION; at most FIND_MAX_PROBES probes of
+ * FIND_PROBE_MS each (plus warm-up), so the search ends in bounded time. */
+static int find_max_rate(bench_opts *o)
+{
+    double lo = 0.0, hi = 0.0, rate = FIND_START_RATE;
+    uint64_t target_us = (uint64_t)o->p99_target_ms * 1000;
+    tk_bench_result r, best;
+    memset(&best, 0, sizeof(best));
+    int have_best = 0;
+
+    if (!o->duration_set)
+        o->cfg.duration_ms = FIND_PROBE_MS;
+    if (!o->warmup_set)
+        o->cfg.warmup_ms = 500;
+    for (int probe = 1; probe <= FIND_MAX_PROBES; probe++) {
+        o->cfg.rate = rate;
+        int err = run_once(o, &r, 0);
+        if (err < 0) {
+            fprintf(stderr, "tcpkit bench: %s\n", strerror(-err));
+            return 1;
+        }
+        if (r.connected == 0) {
+            fprintf(stderr, "tcpkit bench: no connection to %s could be made\n", o->target);
+            return 1;
+        }
+        /* A rate passes if its p99 is under target, it lost nothing and the
+         * server kept up with the schedule (replies >= 95 % of requests due). */
+        int ok = r.requests > 0 && r.p99_us <= target_us && r.errors == 0 &&
+                 (double)r.requests >= 0.95 * (double)r.sent_measured;
+        printf("probe %d: rate %.0f req/s  achieved %.0f req/s  p99 %.3f ms  %s\n", probe, rate,
+               r.rps, r.p99_us / 1000.0, ok ? "ok" : "over");
+        fflush(stdout);
+        if (ok) {
+            lo = rate;
+            best = r;
+            have_best = 1;
+        } else {
+            hi = rate;
+        }
+        if (hi == 0.0)
+            rate = rate * 2 > TK_BENCH_MAX_RATE ? TK_BENCH_MAX_RATE : rate * 2;
+        else if (lo == 0.0)
+            rate = hi / 2; /* even the start rate failed: go down */
+        else
+            rate = (lo + hi) / 2;
+        if (hi > 0.0 && lo > 0.0 && hi / lo <= 1.0 + FIND_PRECISION)
+            break;
+        if (hi > 0.0 && hi < 1.0)
+            break;
+        if (lo >= TK_BENCH_MAX_RATE)
+            break;
+    }
+    if (!have_best) {
+        printf("max rate: none found (p99 over %.3f ms even at %.0f req/s)\n",
+               o->p99_target_ms / 1.0, hi);
+        return 1;
+    }
+    if (o->json)
+        printf("{\"max_rate\":%.0f,\"p99_target_us\":%llu,\"p99_us\":%llu,\"rps\":%.1f}\n", lo,
+               (unsigned long long)target_us, (unsigned long long)best.p99_us, best.rps);
+    else
+        printf("max rate: %.0f req/s with p99 %.3f ms (target %.3f ms)\n", lo, best.p99_us / 1000.0,
+               target_us / 1000.0);
+    return 0;
+}
+
+/* The SVG plot: on the left, latency against percentile on a log axis
+ * (x = 1/(1 - q): 0 %, 90 %, 99 %, 99.9 %...), as HdrHistogram plots do; on the
+ * right, replies in each second of the window. Hand-written, no library. */
+#define PLOT_W  480
+#define PLOT_H  300
+#define PLOT_M  50 /* margin around each chart */
+#define PLOT_NQ 60 /* points on the percentile curve */
+
+static void svg_axes(FILE *f, int x0, const char *title, const char *xlabel, const char *ylabel)
+{
+    fprintf(f, "<g class=\"chart\" transform=\"translate(%d,0)\">\n", x0);
+    fprintf(f, "<text x=\"%d\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">%s</text>\n",
+            PLOT_M + PLOT_W / 2, title);
+    fprintf(f,
+            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n"
+            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n",
+            PLOT_M, PLOT_M + PLOT_H, PLOT_M + PLOT_W, PLOT_M + PLOT_H, PLOT_M, PLOT_M, PLOT_M,
+            PLOT_M + PLOT_H);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">%s</text>\n",
+            PLOT_M + PLOT_W / 2, PLOT_M + PLOT_H + 40, xlabel);
+    fprintf(f,
+            "<text x=\"12\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\" "
+            "transform=\"rotate(-90 12 %d)\">%s</text>\n",
+            PLOT_M + PLOT_H / 2, PLOT_M + PLOT_H / 2, ylabel);
+}
+
+static void svg_latency(FILE *f, const tk_hdr *h)
+{
+    /* x = log10(1/(1-q)) from 0 to the last decade the sample count supports. */
+    double decades = 1.0;
+    while (decades < 6.0 && (double)h->total >= 10.0 * __builtin_pow(10.0, decades))
+        decades += 1.0;
+    double ymax_ms = (double)(h->max ? h->max : 1) / 1000.0 * 1.05;
+
+    svg_axes(f, 0, "Latency by percentile", "percentile", "latency (ms)");
+    for (int d = 0; d <= (int)decades; d++) {
+        double x = PLOT_M + PLOT_W * d / decades;
+        static const char *labels[] = {"0%",     "90%",     "99%",     "99.9%",
+                                       "99.99%", "99.999%", "99.9999%"};
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"10\">%s</text>\n",
+                x, PLOT_M + PLOT_H + 15, labels[d]);
+    }
+    for (int t = 0; t <= 4; t++) {
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"10\">%.3f</text>\n",
+                PLOT_M - 4, PLOT_M + PLOT_H - PLOT_H * t / 4.0 + 3, ymax_ms * t / 4);
+    }
+    fprintf(f, "<polyline class=\"percentiles\" fill=\"none\" stroke=\"#1f77b4\" "
+               "stroke-width=\"2\" points=\"");
+    for (int i = 0; i <= PLOT_NQ; i++) {
+        double xd = decades * i / PLOT_NQ;
+        double q = 1.0 - __builtin_pow(10.0, -xd);
+        double v = (double)tk_hdr_quantile(h, i == PLOT_NQ ? 1.0 : q) / 1000.0;
+        fprintf(f, "%.1f,%.1f ", PLOT_M + PLOT_W * xd / decades,
+                PLOT_M + PLOT_H - PLOT_H * v / ymax_ms);
+    }
+    fprintf(f, "\"/>\n</g>\n");
+}
+
+static void svg_throughput(FILE *f, const uint64_t *per_sec, size_t n)
+{
+    uint64_t ymax = 1;
+    for (size_t i = 0; i < n; i++)
+        if (per_sec[i] > ymax)
+            ymax = per_sec[i];
+    svg_axes(f, PLOT_W + 2 * PLOT_M, "Throughput", "second of the measured window",
+             "replies per second");
+    for (int t = 0; t <= 4; t++)
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"10\">%.0f</text>\n",
+                PLOT_M - 4, PLOT_M + PLOT_H - PLOT_H * t / 4.0 + 3, (double)ymax * t / 4);
+    double bw = n ? (double)PLOT_W / (double)n : PLOT_W;
+    for (size_t i = 0; i < n; i++) {
+        double hgt = PLOT_H * (double)per_sec[i] / (double)ymax;
+        fprintf(f,
+                "<rect class=\"second\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                "fill=\"#ff7f0e\"><title>second %zu: %llu</title></rect>\n",
+                PLOT_M + bw * (double)i + 1, PLOT_M + PLOT_H - hgt, bw > 2 ? bw - 2 : bw, hgt,
+                i + 1, (unsigned long long)per_sec[i]);
+    }
+    fprintf(f, "</g>\n");
+}
+
+/* Returns 0, or -1 with errno set. */
+static int write_plot(const char *path, const bench_opts *o, const tk_hdr *h,
+                      const uint64_t *per_sec, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\">\n<title>tcpkit bench ",
+            2 * (PLOT_W + 2 * PLOT_M), PLOT_H + 2 * PLOT_M + 20);
+    for (const char *p = o->target; *p; p++) {
+        if (*p == '<')
+            fputs("&lt;", f);
+        else if (*p == '&')
+            fputs("&amp;", f);
+        else
+            fputc(*p, f);
+    }
+    fprintf(f, "</title>\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    svg_latency(f, h);
+    svg_throughput(f, per_sec, n);
+    fprintf(f, "</svg>\n");
+    if (ferror(f)) {
+        int e = errno ? errno : EIO;
+        fclose(f);
+        errno = e;
+        return -1;
+    }
+    return fclose(f) == 0 ? 0 : -1;
 }
 
 int cmd_bench(int argc, char **argv)
@@ -197,11 +512,31 @@ int cmd_bench(int argc, char **argv)
     }
     o.cfg.addrs = addrs;
     o.cfg.naddrs = (size_t)n;
+    if (o.find_max)
+        return find_max_rate(&o);
+
+    tk_hdr *hist = NULL;
+    uint64_t *per_sec = NULL;
+    if (o.plot) {
+        hist = malloc(sizeof(*hist));
+        per_sec = calloc(PLOT_MAX_SECONDS, sizeof(*per_sec));
+        if (!hist || !per_sec) {
+            free(hist);
+            free(per_sec);
+            fprintf(stderr, "tcpkit bench: %s\n", strerror(ENOMEM));
+            return 1;
+        }
+        o.cfg.hist_out = hist;
+        o.cfg.per_sec = per_sec;
+        o.cfg.per_sec_cap = PLOT_MAX_SECONDS;
+    }
 
     tk_bench_result r;
-    int err = tk_bench_run(&o.cfg, &r);
+    int err = run_once(&o, &r, 1);
     if (err < 0) {
         fprintf(stderr, "tcpkit bench: %s\n", strerror(-err));
+        free(hist);
+        free(per_sec);
         return 1;
     }
     unsigned threads = o.cfg.threads < o.cfg.connections ? o.cfg.threads : o.cfg.connections;
@@ -210,6 +545,13 @@ int cmd_bench(int argc, char **argv)
     else
         print_text(&o, threads, &r);
     fflush(stdout);
+    rc = 0;
+    if (o.plot && write_plot(o.plot, &o, hist, per_sec, r.per_sec_n) < 0) {
+        fprintf(stderr, "tcpkit bench: cannot write %s: %s\n", o.plot, strerror(errno));
+        rc = 1;
+    }
+    free(hist);
+    free(per_sec);
 
     if (r.connected == 0) {
         fprintf(stderr, "tcpkit bench: no connection to %s could be made%s%s\n", o.target,
@@ -220,5 +562,5 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "tcpkit bench: no request completed\n");
         return 1;
     }
-    return 0;
+    return rc;
 }

@@ -8,9 +8,20 @@
  * it still owes and where it stands inside a line, and writes straight from
  * one shared, read-only pattern of lines laid back to back.
  *
+ * In open loop a per-thread timer walks the thread's merged schedule instead:
+ * connection i's j-th request is due at t0 + (base + i)/rate + j*C/rate, so
+ * the intended send time of any reply is computed, never stored, and a
+ * connection only counts requests queued (next_j) and answered (ans_j).
+ *
  * The calling thread is the conductor: it waits until every dial has ended,
  * lets the warm-up pass, then flips a shared phase word that the client
- * threads read (relaxed) once per wake-up to decide whether to count. */
+ * threads read (relaxed) once per wake-up to decide whether to count. During
+ * the window it wakes once a second to read the threads' reply counters for
+ * the progress callback and the per-second counts.
+ *
+ * With a request count, a shared budget hands out sends and a shared
+ * `settled` counter (answered, or lost with a dropped connection) tells the
+ * conductor when the last reply is in. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,7 +35,6 @@
 #include "tcpkit/bench.h"
 #include "tcpkit/dial.h"
 #include "tcpkit/loop.h"
-#include "tcpkit/metrics.h"
 #include "tcpkit/sock.h"
 
 /* Reads per wake-up of one connection, so one busy socket cannot starve the
@@ -46,6 +56,8 @@ typedef struct {
     unsigned dialing; /* dials not yet ended */
     unsigned alive;   /* connections open */
     atomic_int phase;
+    atomic_uint_least64_t budget;  /* sends left, with cfg->requests */
+    atomic_uint_least64_t settled; /* requests answered or lost, with cfg->requests */
     const tk_bench_config *cfg;
     const unsigned char *pattern; /* request lines back to back */
     size_t pattern_len;           /* a multiple of cfg->size */
@@ -63,11 +75,18 @@ typedef struct {
     unsigned inflight;  /* requests queued or sent, not yet answered */
     size_t out_pending; /* request bytes owed to the socket */
     size_t out_pos;     /* offset of the next byte to send inside a line */
+    unsigned idx;       /* index in the thread's array (open-loop schedule) */
+    uint64_t next_j;    /* open loop: requests queued so far */
+    uint64_t ans_j;     /* open loop: requests answered so far */
 } bench_conn;
 
 struct bench_thread {
     /* Written by this thread only; read by the conductor after the join. */
     uint64_t requests;
+    atomic_uint_least64_t live; /* a copy of requests the conductor may read any time */
+    uint64_t sent;
+    uint64_t received;
+    uint64_t sent_measured;
     uint64_t errors;
     uint64_t connect_errors;
     uint64_t bytes_in;
@@ -75,7 +94,12 @@ struct bench_thread {
     unsigned connected;
     int last_error;
     int run_err;
-    tk_hist hist;
+    tk_hdr hist;
+    /* Open-loop schedule, used by this thread only. */
+    tk_timer sched;
+    uint64_t t0;     /* schedule start, µs */
+    uint64_t k_next; /* next entry of the thread's merged schedule */
+    unsigned base;   /* global index of conns[0] */
     /* Set up before the thread starts. */
     bench_shared *sh;
     tk_loop *loop;
@@ -104,7 +128,8 @@ static int config_valid(const tk_bench_config *c)
     return c->addrs && c->naddrs > 0 && c->connections >= 1 &&
            c->connections <= TK_BENCH_MAX_CONNECTIONS && c->pipeline >= 1 &&
            c->pipeline <= TK_BENCH_MAX_PIPELINE && c->size >= 2 && c->size <= TK_BENCH_MAX_SIZE &&
-           c->duration_ms > 0 && c->threads >= 1 && c->threads <= TK_BENCH_MAX_THREADS;
+           c->duration_ms > 0 && c->threads >= 1 && c->threads <= TK_BENCH_MAX_THREADS &&
+           c->rate >= 0.0 && c->rate <= TK_BENCH_MAX_RATE && (c->per_sec || !c->per_sec_cap);
 }
 
 /* Conductor bookkeeping, taken a handful of times per connection. */
@@ -127,9 +152,51 @@ static void note_conn_lost(bench_shared *sh)
     pthread_mutex_unlock(&sh->lock);
 }
 
+/* Takes up to want sends from the request budget; all of them without one. */
+static unsigned take_budget(bench_shared *sh, unsigned want)
+{
+    if (sh->cfg->requests == 0)
+        return want;
+    uint_least64_t left = atomic_load_explicit(&sh->budget, memory_order_relaxed);
+    uint_least64_t got;
+    do {
+        if (left == 0)
+            return 0;
+        got = left < want ? left : want;
+    } while (!atomic_compare_exchange_weak_explicit(&sh->budget, &left, left - got,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return (unsigned)got;
+}
+
+/* Counts n requests as over (answered or lost); wakes the conductor when the
+ * last of a request count is. */
+static void settle(bench_shared *sh, uint64_t n)
+{
+    if (sh->cfg->requests == 0 || n == 0)
+        return;
+    uint64_t total = atomic_fetch_add_explicit(&sh->settled, n, memory_order_relaxed) + n;
+    if (total >= sh->cfg->requests) {
+        pthread_mutex_lock(&sh->lock);
+        pthread_cond_broadcast(&sh->cond);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+static int open_loop(const bench_shared *sh)
+{
+    return sh->cfg->rate > 0.0;
+}
+
+/* Requests queued on c and not answered yet. */
+static uint64_t outstanding(const bench_conn *c)
+{
+    return open_loop(c->th->sh) ? c->next_j - c->ans_j : c->inflight;
+}
+
 static void conn_drop(bench_conn *c, int err)
 {
     bench_thread *th = c->th;
+    settle(th->sh, outstanding(c));
     tk_io_stop(th->loop, &c->io);
     close(c->io.fd);
     c->state = CONN_DEAD;
@@ -143,10 +210,13 @@ static void conn_drop(bench_conn *c, int err)
     note_conn_lost(th->sh);
 }
 
-/* Owes n more request lines to the socket, sent at `now`. */
-static void queue_requests(bench_conn *c, unsigned n, uint64_t now)
+/* Owes n more request lines to the socket, sent at `now` (closed loop). */
+static void queue_requests(bench_conn *c, unsigned n, uint64_t now, int phase)
 {
     const tk_bench_config *cfg = c->th->sh->cfg;
+    c->th->sent += n;
+    if (phase == PHASE_MEASURE)
+        c->th->sent_measured += n;
     for (unsigned i = 0; i < n; i++) {
         unsigned slot = c->head + c->inflight;
         if (slot >= cfg->pipeline)
@@ -184,11 +254,46 @@ static int conn_flush(bench_conn *c, int measuring)
     return tk_io_set(c->th->loop, &c->io, c->out_pending ? TK_READ | TK_WRITE : TK_READ);
 }
 
+/* The intended send time of request j of the thread's connection i. */
+static uint64_t intended_us(const bench_thread *th, unsigned i, uint64_t j)
+{
+    const tk_bench_config *cfg = th->sh->cfg;
+    double slot = (double)(th->base + i) + (double)j * (double)cfg->connections;
+    return th->t0 + (uint64_t)(slot * 1e6 / cfg->rate);
+}
+
+/* Open loop: matches reply lines with the oldest scheduled requests and
+ * records their latency from the intended send time. */
+static void conn_answered_open(bench_conn *c, uint64_t lines, int phase)
+{
+    bench_thread *th = c->th;
+    uint64_t now = tk_clock_us();
+    uint64_t done = 0;
+
+    while (lines > 0 && c->ans_j < c->next_j) {
+        uint64_t due = intended_us(th, c->idx, c->ans_j);
+        c->ans_j++;
+        lines--;
+        done++;
+        if (phase == PHASE_MEASURE) {
+            tk_hdr_record(&th->hist, now > due ? now - due : 0);
+            th->requests++;
+        }
+    }
+    th->received += done;
+    atomic_store_explicit(&th->live, th->requests, memory_order_relaxed);
+    settle(th->sh, done);
+}
+
 /* Matches `lines` reply lines with the oldest requests in flight and, while
- * the run lasts, sends as many new ones. Lines with no request to match (a
- * banner, say) are ignored. */
+ * the run lasts, sends as many new ones (closed loop; open loop records only).
+ * Lines with no request to match (a banner, say) are ignored. */
 static int conn_answered(bench_conn *c, uint64_t lines, int phase)
 {
+    if (open_loop(c->th->sh)) {
+        conn_answered_open(c, lines, phase);
+        return 0;
+    }
     bench_thread *th = c->th;
     unsigned depth = th->sh->cfg->pipeline;
     uint64_t now = tk_clock_us();
@@ -202,13 +307,19 @@ static int conn_answered(bench_conn *c, uint64_t lines, int phase)
         lines--;
         done++;
         if (phase == PHASE_MEASURE) {
-            tk_hist_add(&th->hist, now - sent, 1);
+            tk_hdr_record(&th->hist, now - sent);
             th->requests++;
         }
     }
+    th->received += done;
+    atomic_store_explicit(&th->live, th->requests, memory_order_relaxed);
+    settle(th->sh, done);
     if (phase == PHASE_DONE || done == 0)
         return 0;
-    queue_requests(c, done, now);
+    unsigned more = take_budget(th->sh, done);
+    if (more == 0)
+        return 0;
+    queue_requests(c, more, now, phase);
     return conn_flush(c, phase == PHASE_MEASURE);
 }
 
@@ -280,6 +391,7 @@ static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
     c->dial = NULL;
     if (fd < 0) {
         c->state = CONN_DEAD;
+        settle(th->sh, outstanding(c)); /* open loop queues while dialing */
         th->last_error = err;
         th->errors++;
         th->connect_errors++;
@@ -301,7 +413,11 @@ static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
     int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
     if (phase == PHASE_DONE)
         return;
-    queue_requests(c, th->sh->cfg->pipeline, tk_clock_us());
+    if (!open_loop(th->sh)) {
+        unsigned n = take_budget(th->sh, th->sh->cfg->pipeline);
+        if (n > 0)
+            queue_requests(c, n, tk_clock_us(), phase);
+    }
     int werr = conn_flush(c, phase == PHASE_MEASURE);
     if (werr < 0)
         conn_drop(c, werr);
@@ -330,10 +446,56 @@ static void start_dials(bench_thread *th)
     }
 }
 
+/* Open loop: queues every request whose intended time has come, each on its
+ * connection (one still dialing sends when it connects; a dead one's are
+ * skipped), then sleeps until the next one is due. The timer has millisecond
+ * resolution, so a request may leave up to about 1 ms late; that delay is
+ * part of its measured latency, as any other client-side queueing. */
+static void on_sched(tk_loop *loop, tk_timer *t)
+{
+    bench_thread *th = (bench_thread *)((char *)t - offsetof(bench_thread, sched));
+    int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
+    size_t size = th->sh->cfg->size;
+    uint64_t now = tk_clock_us();
+    uint64_t due;
+
+    if (phase == PHASE_DONE)
+        return;
+    for (;;) {
+        unsigned i = (unsigned)(th->k_next % th->nconns);
+        due = intended_us(th, i, th->k_next / th->nconns);
+        if (due > now)
+            break;
+        th->k_next++;
+        bench_conn *c = &th->conns[i];
+        if (c->state == CONN_DEAD)
+            continue;
+        if (take_budget(th->sh, 1) == 0)
+            return; /* the request count is used up: the schedule ends */
+        c->next_j++;
+        c->out_pending += size;
+        th->sent++;
+        if (phase == PHASE_MEASURE)
+            th->sent_measured++;
+        if (c->state == CONN_OPEN) {
+            int err = conn_flush(c, phase == PHASE_MEASURE);
+            if (err < 0)
+                conn_drop(c, err);
+        }
+    }
+    tk_loop_update_time(loop);
+    (void)tk_timer_start(loop, t, (due - now + 999) / 1000);
+}
+
 static void *thread_main(void *arg)
 {
     bench_thread *th = arg;
     start_dials(th);
+    if (open_loop(th->sh)) {
+        th->t0 = tk_clock_us();
+        tk_loop_update_time(th->loop);
+        (void)tk_timer_start(th->loop, &th->sched, 0);
+    }
     th->run_err = tk_loop_run(th->loop);
     return NULL;
 }
@@ -353,8 +515,10 @@ static void thread_free(bench_thread *th)
             close(c->io.fd);
         }
     }
-    if (th->loop)
+    if (th->loop) {
+        tk_timer_stop(th->loop, &th->sched);
         tk_loop_free(th->loop);
+    }
     free(th->conns);
     free(th->times);
 }
@@ -363,7 +527,8 @@ static int thread_init(bench_thread *th, bench_shared *sh, unsigned nconns)
 {
     unsigned depth = sh->cfg->pipeline;
 
-    tk_hist_reset(&th->hist);
+    tk_hdr_reset(&th->hist);
+    tk_timer_init(&th->sched, on_sched);
     th->sh = sh;
     th->nconns = nconns;
     th->conns = calloc(nconns, sizeof(*th->conns));
@@ -372,6 +537,7 @@ static int thread_init(bench_thread *th, bench_shared *sh, unsigned nconns)
         return -ENOMEM;
     for (unsigned i = 0; i < nconns; i++) {
         th->conns[i].th = th;
+        th->conns[i].idx = i;
         th->conns[i].state = CONN_DEAD;
         th->conns[i].sent_us = th->times + (size_t)i * depth;
     }
@@ -410,8 +576,74 @@ static unsigned alive_now(bench_shared *sh)
     return n;
 }
 
+/* True once every request of a request count is answered or lost. */
+static int all_settled(bench_shared *sh)
+{
+    return sh->cfg->requests > 0 &&
+           atomic_load_explicit(&sh->settled, memory_order_relaxed) >= sh->cfg->requests;
+}
+
+/* Waits until no connection is left, a request count is settled, or the
+ * deadline passes. Returns nonzero if the run is over before its time. */
+static int wait_window(bench_shared *sh, const struct timespec *deadline)
+{
+    int over = 0;
+    pthread_mutex_lock(&sh->lock);
+    while (!(over = sh->alive == 0 || all_settled(sh))) {
+        if (pthread_cond_timedwait(&sh->cond, &sh->lock, deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return over;
+}
+
+static uint64_t live_replies(bench_thread *ths, unsigned n)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < n; i++)
+        sum += atomic_load_explicit(&ths[i].live, memory_order_relaxed);
+    return sum;
+}
+
+/* The measured window, in one-second slices: after each whole second the
+ * replies of that second go to per_sec and the progress callback runs. */
+static uint64_t measure(bench_shared *sh, bench_thread *ths, unsigned n, size_t *per_sec_n)
+{
+    const tk_bench_config *cfg = sh->cfg;
+    uint64_t start = tk_clock_us();
+    uint64_t end = start + (uint64_t)cfg->duration_ms * 1000;
+    uint64_t prev = 0;
+
+    atomic_store(&sh->phase, PHASE_MEASURE);
+    for (uint64_t sec = 1;; sec++) {
+        uint64_t slice_end = start + sec * 1000000;
+        if (slice_end > end)
+            slice_end = end;
+        /* Wait out the whole slice: the deadline is rounded up to the next
+         * millisecond, and an early wake-up (a connection ending) waits again,
+         * so a slice is never counted short or skipped. */
+        uint64_t now = tk_clock_us();
+        int over = 0;
+        while (!over && now < slice_end) {
+            struct timespec deadline = deadline_after((slice_end - now + 999) / 1000);
+            over = wait_window(sh, &deadline);
+            now = tk_clock_us();
+        }
+        uint64_t replies = live_replies(ths, n);
+        if (now >= start + sec * 1000000 && *per_sec_n < cfg->per_sec_cap)
+            cfg->per_sec[(*per_sec_n)++] = replies - prev;
+        prev = replies;
+        if (over || now >= end)
+            break;
+        if (cfg->progress)
+            cfg->progress(cfg->progress_arg, replies, (double)(now - start) / 1e6);
+    }
+    atomic_store(&sh->phase, PHASE_DONE);
+    return tk_clock_us() - start;
+}
+
 /* Dials, warm-up and the measured window; returns the window in µs. */
-static uint64_t conduct(bench_shared *sh)
+static uint64_t conduct(bench_shared *sh, bench_thread *ths, unsigned n, size_t *per_sec_n)
 {
     const tk_bench_config *cfg = sh->cfg;
     uint32_t connect_ms =
@@ -424,40 +656,43 @@ static uint64_t conduct(bench_shared *sh)
     uint32_t warmup = cfg->warmup_ms;
     if (warmup == UINT32_MAX)
         warmup = cfg->duration_ms / 5 < 1000 ? cfg->duration_ms / 5 : 1000;
-    deadline = deadline_after(warmup);
-    wait_zero(sh, &sh->alive, &deadline);
-
-    uint64_t start = tk_clock_us();
-    atomic_store(&sh->phase, PHASE_MEASURE);
-    deadline = deadline_after(cfg->duration_ms);
-    wait_zero(sh, &sh->alive, &deadline);
-    atomic_store(&sh->phase, PHASE_DONE);
-    return tk_clock_us() - start;
+    if (warmup > 0) {
+        deadline = deadline_after(warmup);
+        wait_zero(sh, &sh->alive, &deadline);
+    }
+    return measure(sh, ths, n, per_sec_n);
 }
 
-static void collect(bench_thread *ths, unsigned n, uint64_t window_us, tk_bench_result *out)
+static void collect(bench_thread *ths, unsigned n, uint64_t window_us, tk_hdr *all,
+                    tk_bench_result *out)
 {
-    tk_hist all;
-    tk_hist_reset(&all);
+    size_t per_sec_n = out->per_sec_n;
+    tk_hdr_reset(all);
     memset(out, 0, sizeof(*out));
+    out->per_sec_n = per_sec_n;
     for (unsigned i = 0; i < n; i++) {
         out->requests += ths[i].requests;
+        out->sent += ths[i].sent;
+        out->received += ths[i].received;
+        out->sent_measured += ths[i].sent_measured;
         out->errors += ths[i].errors;
         out->connect_errors += ths[i].connect_errors;
         out->connected += ths[i].connected;
         out->bytes_in += ths[i].bytes_in;
         out->bytes_out += ths[i].bytes_out;
-        tk_hist_merge(&all, &ths[i].hist);
+        tk_hdr_merge(all, &ths[i].hist);
         if (ths[i].last_error)
             out->last_error = ths[i].last_error;
     }
     out->elapsed_s = (double)window_us / 1e6;
     out->rps = window_us ? (double)out->requests / out->elapsed_s : 0.0;
-    out->p50_us = tk_hist_quantile(&all, 0.50);
-    out->p99_us = tk_hist_quantile(&all, 0.99);
-    out->p999_us = tk_hist_quantile(&all, 0.999);
-    out->max_us = all.max;
-    out->mean_us = tk_hist_mean(&all);
+    out->p50_us = tk_hdr_quantile(all, 0.50);
+    out->p90_us = tk_hdr_quantile(all, 0.90);
+    out->p99_us = tk_hdr_quantile(all, 0.99);
+    out->p999_us = tk_hdr_quantile(all, 0.999);
+    out->max_us = all->max;
+    out->min_us = all->total ? all->min : 0;
+    out->mean_us = tk_hdr_mean(all);
 }
 
 static unsigned char *make_pattern(size_t size, size_t *len)
@@ -480,6 +715,8 @@ static int shared_init(bench_shared *sh, const tk_bench_config *cfg)
     sh->cfg = cfg;
     sh->dialing = cfg->connections;
     atomic_init(&sh->phase, PHASE_WARMUP);
+    atomic_init(&sh->budget, cfg->requests);
+    atomic_init(&sh->settled, 0);
     sh->pattern = make_pattern(cfg->size, &sh->pattern_len);
     if (!sh->pattern)
         return -ENOMEM;
@@ -513,8 +750,11 @@ int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
         shared_free(&sh);
         return -ENOMEM;
     }
+    unsigned base = 0;
     for (unsigned i = 0; i < nthreads && err == 0; i++) {
         unsigned share = cfg->connections / nthreads + (i < cfg->connections % nthreads);
+        ths[i].base = base;
+        base += share;
         err = thread_init(&ths[i], &sh, share);
     }
     for (unsigned i = 0; i < nthreads && err == 0; i++) {
@@ -523,8 +763,9 @@ int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
     }
 
     uint64_t window_us = 0;
+    size_t per_sec_n = 0;
     if (err == 0)
-        window_us = conduct(&sh);
+        window_us = conduct(&sh, ths, nthreads, &per_sec_n);
     atomic_store(&sh.phase, PHASE_DONE);
     for (unsigned i = 0; i < nthreads; i++) {
         if (ths[i].started)
@@ -538,8 +779,15 @@ int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
     }
     for (unsigned i = 0; i < nthreads; i++)
         thread_free(&ths[i]);
-    if (err == 0)
-        collect(ths, nthreads, window_us, out);
+    tk_hdr *all = cfg->hist_out ? cfg->hist_out : malloc(sizeof(*all));
+    if (err == 0 && !all)
+        err = -ENOMEM;
+    if (err == 0) {
+        out->per_sec_n = per_sec_n;
+        collect(ths, nthreads, window_us, all, out);
+    }
+    if (all != cfg->hist_out)
+        free(all);
     free(ths);
     shared_free(&sh);
     return err;
