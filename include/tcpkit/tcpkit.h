@@ -20,6 +20,7 @@
 #include "tcpkit/pool.h"
 #include "tcpkit/proxy.h"
 #include "tcpkit/relay.h"
+#include "tcpkit/scan.h"
 #include "tcpkit/server.h"
 #include "tcpkit/sock.h"
 #include "tcpkit/text.h"

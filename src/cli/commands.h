@@ -15,5 +15,6 @@ int cmd_get(int argc, char **argv);
 int cmd_put(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_scan(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"put", cmd_put, "upload files to a file server"},
     {"ls", cmd_ls, "list a directory on a file server"},
     {"bench", cmd_bench, "closed-loop load generator with latency percentiles"},
+    {"scan", cmd_scan, "TCP connect scan of hosts, addresses and CIDR ranges"},
 };
 
 static void usage(FILE *out)
