@@ -10,11 +10,13 @@
 #         ceiling of one TCP stream over loopback.
 #   balance: tcpkit's balance against HAProxy and nginx's stream module in
 #         front of the same echo and iperf3 backends (bench/balance.sh).
+#   scan: full-range connect scans of 127.0.0.1 in a fresh network namespace
+#         per run, tcpkit scan against nmap -sT -T5 (bench/scan.sh).
 #
 #   BENCH_SECONDS       measured seconds per load run (default 5, fractions ok)
 #   BENCH_ROUNDS        runs of each scenario per server; the median is shown (3)
 #   BENCH_IDLE_CONNS    connections held open for the memory scenario (10000)
-#   BENCH_SECTIONS      which parts to run ("echo chat files balance")
+#   BENCH_SECTIONS      which parts to run ("echo chat files balance scan")
 #   BENCH_FILES_THREADS threads of tcpkit's file-server and nginx workers (1)
 #
 # Everything listens on 127.0.0.1 only, every wait has a deadline, and every
@@ -30,10 +32,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
 [[ $SECS =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "bench: BENCH_SECONDS must be a number" >&2; exit 2; }
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
-SECTIONS=" ${BENCH_SECTIONS:-echo chat files balance} "
+SECTIONS=" ${BENCH_SECTIONS:-echo chat files balance scan} "
 for s in $SECTIONS; do
-    [[ $s == echo || $s == chat || $s == files || $s == balance ]] ||
-        { echo "bench: BENCH_SECTIONS takes echo, chat, files and balance" >&2; exit 2; }
+    [[ $s == echo || $s == chat || $s == files || $s == balance || $s == scan ]] ||
+        { echo "bench: BENCH_SECTIONS takes echo, chat, files, balance and scan" >&2; exit 2; }
 done
 FILES_THREADS=${BENCH_FILES_THREADS:-1}
 [[ $FILES_THREADS =~ ^[1-9][0-9]*$ ]] ||
@@ -191,12 +193,16 @@ CHAT="$OUT/chat.jsonl"
 FILES="$OUT/files.jsonl"
 BALANCE="$OUT/balance.jsonl" # written by bench/balance.sh
 BALANCE_TABLE="$OUT/balance.txt" # the tables it prints
+SCAN="$OUT/scan.jsonl" # written by bench/scan.sh
+SCAN_TABLE="$OUT/scan.txt" # the table it prints
 : >"$RUNS"
 : >"$MEM"
 : >"$CHAT"
 : >"$FILES"
 : >"$BALANCE"
 : >"$BALANCE_TABLE"
+: >"$SCAN"
+: >"$SCAN_TABLE"
 
 # One load run: scenario name, server, connections, pipeline depth, round.
 bench_one() {
@@ -675,6 +681,12 @@ if section balance; then
     bench/balance.sh >"$BALANCE_TABLE" || FAILED=1
 fi
 
+# Port scans: bench/scan.sh runs the whole section (a fresh network namespace
+# per run, its own listeners inside) and prints its table, kept for the end.
+if section scan; then
+    bench/scan.sh >"$SCAN_TABLE" || FAILED=1
+fi
+
 {
     printf '{"seconds":%s,"rounds":%d,"threads":%d,"idle_connections":%d,\n"runs":[\n' \
         "$SECS" "$ROUNDS" "$THREADS" "$IDLE_N"
@@ -690,6 +702,8 @@ fi
     sed '$!s/$/,/' "$FILES"
     printf ']},\n"balance":{"runs":[\n'
     sed '$!s/$/,/' "$BALANCE"
+    printf ']},\n"scan":{"runs":[\n'
+    sed '$!s/$/,/' "$SCAN"
     printf ']}}\n'
 } >"$OUT/results.json"
 
@@ -870,6 +884,8 @@ fi
 # Balance: its tables as bench/balance.sh printed them (each starts with an
 # empty line).
 cat "$BALANCE_TABLE"
+# Scan: its table as bench/scan.sh printed it (starts with an empty line).
+cat "$SCAN_TABLE"
 } | tee "$OUT/tables.txt"
 echo
 echo "raw results: bench/out/results.json"

@@ -17,8 +17,15 @@
 #define MAX_CONCURRENCY  65536u
 #define BACKOFF_FIRST_MS 10u
 #define BACKOFF_MAX_MS   1000u
+/* Most probes one turn of the loop starts: on loopback every answer comes
+ * back inside connect(), so without a cap one callback would run the whole
+ * scan and starve the progress timer and the probes still waiting. */
+#define LAUNCH_BATCH 1024u
 
 enum { SLOT_FREE, SLOT_CONNECTING, SLOT_BANNER };
+
+/* How release_slot() ends a probe's socket. */
+enum { END_CLOSE, END_RESET, END_KEEP };
 
 typedef struct scanner scanner;
 
@@ -28,6 +35,7 @@ typedef struct {
     tk_timer timer;
     uint64_t idx; /* host * nports + port index */
     int phase;
+    int family;
     size_t blen;
     unsigned char buf[TK_SCAN_BANNER_MAX];
 } probe;
@@ -55,6 +63,7 @@ struct scanner {
     tk_timer tick;
     tk_defer kick;
     uint64_t start_us;
+    int spare4, spare6; /* refused sockets kept for the next probe, or -1 */
     size_t banner_cap;
     int err;
 };
@@ -111,17 +120,34 @@ static void fail(scanner *s, int err)
     tk_loop_stop(s->loop);
 }
 
-static void release_slot(scanner *s, probe *p, int abort_conn)
+/* A socket whose connect() itself reported the refusal has been
+ * disconnected by the kernel (back to a bare, unbound socket) and can
+ * connect again: keeping one per family saves a socket() and a close() on
+ * every closed port. Any other socket is closed. */
+static void keep_spare(scanner *s, int fd, int family)
+{
+    int *spare = family == AF_INET6 ? &s->spare6 : &s->spare4;
+    if (*spare < 0)
+        *spare = fd;
+    else
+        close(fd);
+}
+
+static void release_slot(scanner *s, probe *p, int end)
 {
     if (p->io.fd >= 0) {
         tk_io_stop(s->loop, &p->io);
-        if (abort_conn) {
-            /* Reset instead of a FIN: no TIME_WAIT left behind per open
-             * port, so a full-range scan never runs short of local ports. */
-            struct linger lg = {1, 0};
-            (void)setsockopt(p->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        if (end == END_KEEP) {
+            keep_spare(s, p->io.fd, p->family);
+        } else {
+            if (end == END_RESET) {
+                /* Reset instead of a FIN: no TIME_WAIT left behind per open
+                 * port, so a full-range scan never runs short of local ports. */
+                struct linger lg = {1, 0};
+                (void)setsockopt(p->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            }
+            close(p->io.fd);
         }
-        close(p->io.fd);
         p->io.fd = -1;
     }
     tk_timer_stop(s->loop, &p->timer);
@@ -213,7 +239,7 @@ static void banner_done(scanner *s, probe *p)
 {
     keep_banner(s, p);
     uint64_t idx = p->idx;
-    release_slot(s, p, 1);
+    release_slot(s, p, END_RESET);
     conclude(s, idx, TK_SCAN_OPEN);
 }
 
@@ -225,12 +251,12 @@ static void connected(scanner *s, probe *p)
     recovered(s);
     uint64_t idx = p->idx;
     if (self_connected(p->io.fd)) {
-        release_slot(s, p, 1);
+        release_slot(s, p, END_RESET);
         conclude(s, idx, TK_SCAN_CLOSED);
         return;
     }
     if (!s->c->banner || tk_io_set(s->loop, &p->io, TK_READ) < 0) {
-        release_slot(s, p, 1);
+        release_slot(s, p, END_RESET);
         conclude(s, idx, TK_SCAN_OPEN);
         return;
     }
@@ -239,11 +265,13 @@ static void connected(scanner *s, probe *p)
     tk_timer_start(s->loop, &p->timer, s->c->banner_timeout_ms);
 }
 
-/* Maps a connect error (positive errno) to a state, or backs off. */
-static void connect_failed(scanner *s, probe *p, int err)
+/* Maps a connect error (positive errno) to a state, or backs off. The
+ * socket is kept for another probe when connect() itself reported a
+ * refusal (reusable). */
+static void connect_failed(scanner *s, probe *p, int err, int reusable)
 {
     uint64_t idx = p->idx;
-    release_slot(s, p, 0);
+    release_slot(s, p, reusable && err == ECONNREFUSED ? END_KEEP : END_CLOSE);
     if (local_error(err)) {
         back_off(s, idx);
         return;
@@ -263,7 +291,7 @@ static void on_io(tk_loop *loop, tk_io *io, unsigned events)
         if (err == 0)
             connected(s, p);
         else
-            connect_failed(s, p, -err);
+            connect_failed(s, p, -err, 0);
         return;
     }
     ssize_t n = recv(io->fd, p->buf + p->blen, sizeof(p->buf) - p->blen, MSG_DONTWAIT);
@@ -287,8 +315,44 @@ static void on_timeout(tk_loop *loop, tk_timer *t)
         return;
     }
     uint64_t idx = p->idx;
-    release_slot(s, p, 0);
+    release_slot(s, p, END_CLOSE);
     conclude(s, idx, TK_SCAN_FILTERED);
+}
+
+/* A socket for the family: the spare one if a refused probe left it, else
+ * a new one; -errno on failure. */
+static int take_socket(scanner *s, int family)
+{
+    int *spare = family == AF_INET6 ? &s->spare6 : &s->spare4;
+    if (*spare >= 0) {
+        int fd = *spare;
+        *spare = -1;
+        return fd;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+/* Starts the connect and asks at once how it went: on loopback (and
+ * whenever the answer is quick) the kernel has handled the SYN and its reply
+ * before the first connect() returns, and a second connect() reports the
+ * outcome (0, EALREADY while pending, or the error) in one call, where
+ * waiting on epoll would cost two epoll_ctl() calls, a wake-up, a
+ * getsockopt() and a timer. Returns 0 (connected), EALREADY (pending), a
+ * positive errno, or -1 when a spare socket refuses to connect again (not
+ * left reusable after all). */
+static int dial(int fd, const tk_addr *a, int spare)
+{
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0)
+        return 0;
+    int err = errno;
+    if (spare && (err == EINVAL || err == EISCONN || err == EALREADY || err == EBADFD))
+        return -1;
+    if (err != EINPROGRESS)
+        return err;
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0 || errno == EISCONN)
+        return 0;
+    return errno == EINPROGRESS ? EALREADY : errno;
 }
 
 /* Starts one attempt; returns 0 or a positive errno for a local error. */
@@ -298,35 +362,45 @@ static int start_probe(scanner *s, uint64_t idx)
     uint16_t port = s->c->ports[idx % s->r->nports];
     tk_addr a = h->addr;
     tk_addr_set_port(&a, port);
+    int family = a.ss.ss_family;
     s->attempts[idx]++;
     s->r->attempts++;
-    int fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int err = errno;
-        if (local_error(err))
-            return err;
-        /* No socket of this family at all (IPv6 disabled): nothing answers. */
-        s->attempts[idx] = (uint8_t)(s->c->retries + 1);
-        conclude(s, idx, TK_SCAN_FILTERED);
-        return 0;
+    int fd, err;
+    for (;;) {
+        int spare = (family == AF_INET6 ? s->spare6 : s->spare4) >= 0;
+        fd = take_socket(s, family);
+        if (fd < 0) {
+            if (local_error(-fd))
+                return -fd;
+            /* No socket of this family at all (IPv6 disabled): nothing
+             * answers. */
+            s->attempts[idx] = (uint8_t)(s->c->retries + 1);
+            conclude(s, idx, TK_SCAN_FILTERED);
+            return 0;
+        }
+        err = dial(fd, &a, spare);
+        if (err >= 0)
+            break;
+        /* This attempt starts over on a new socket. */
+        close(fd);
     }
     probe *p = &s->slots[s->free_slots[--s->nfree]];
     s->in_flight++;
     p->idx = idx;
+    p->family = family;
     p->phase = SLOT_CONNECTING;
     tk_io_init(&p->io, fd, on_io);
-    if (connect(fd, (const struct sockaddr *)&a.ss, a.len) == 0) {
+    if (err == 0) {
         connected(s, p);
         return 0;
     }
-    int err = errno;
-    if (err != EINPROGRESS) {
-        connect_failed(s, p, err);
+    if (err != EALREADY) {
+        connect_failed(s, p, err, 1);
         return 0;
     }
     int rc = tk_io_set(s->loop, &p->io, TK_WRITE);
     if (rc < 0) {
-        connect_failed(s, p, -rc == ENOMEM ? ENOBUFS : -rc);
+        connect_failed(s, p, -rc == ENOMEM ? ENOBUFS : -rc, 0);
         return 0;
     }
     tk_timer_start(s->loop, &p->timer, s->c->timeout_ms);
@@ -356,8 +430,13 @@ static int take_token(scanner *s)
 
 static void launch(scanner *s)
 {
+    unsigned started = 0;
     while (!s->err && !s->waiting && s->in_flight < s->limit && s->nfree &&
            (s->nredo || s->next < s->total)) {
+        if (started++ == LAUNCH_BATCH) {
+            tk_defer_queue(s->loop, &s->kick);
+            return;
+        }
         if (!take_token(s))
             return;
         uint64_t idx = s->nredo ? s->redo[--s->nredo] : s->next++;
@@ -445,6 +524,7 @@ int tk_scan_run(const tk_scan_config *c, tk_scan_result *out)
         return -E2BIG;
     scanner s;
     memset(&s, 0, sizeof(s));
+    s.spare4 = s.spare6 = -1;
     int err = tk_loop_new(&s.loop);
     if (err < 0)
         return err;
@@ -458,12 +538,16 @@ int tk_scan_run(const tk_scan_config *c, tk_scan_result *out)
         err = tk_loop_run(s.loop);
         for (unsigned i = 0; i < s.nslots; i++)
             if (s.slots[i].phase != SLOT_FREE)
-                release_slot(&s, &s.slots[i], 1);
+                release_slot(&s, &s.slots[i], END_RESET);
         if (!err)
             err = s.err;
         if (c->progress && !err)
             report(&s);
     }
+    if (s.spare4 >= 0)
+        close(s.spare4);
+    if (s.spare6 >= 0)
+        close(s.spare6);
     tk_timer_stop(s.loop, &s.pace);
     tk_timer_stop(s.loop, &s.tick);
     tk_defer_cancel(s.loop, &s.kick);
