@@ -29,6 +29,20 @@
 #define TK_BENCH_MAX_SIZE        (16u * 1024 * 1024)
 #define TK_BENCH_MAX_THREADS     1024u
 #define TK_BENCH_MAX_RATE        10000000.0 /* requests per second, open loop */
+/* Smallest request line of TK_BENCH_JSON: the JSON object around a request
+ * id of up to four digits and an empty data string, '\n' included. */
+#define TK_BENCH_JSON_MIN_SIZE 48u
+
+/* What one request is on the wire, and what answers it. */
+typedef enum {
+    TK_BENCH_LINE = 0, /* a line of `size` bytes, '\n' included; one reply line each */
+    TK_BENCH_LENGTH,   /* a frame [u32 big-endian length][`size` payload bytes]; one reply frame */
+    TK_BENCH_JSON,     /* a JSON ECHO request line of `size` bytes with a numeric "id"; one
+                          reply line each, whose "id" is checked (requests cycle through ids
+                          0..K-1 per connection, K the requests of the shared pattern) */
+    TK_BENCH_CONNECT,  /* each request on a new connection: connect, send one line of `size`
+                          bytes, read the reply line, close; latency covers the connect */
+} tk_bench_mode;
 
 /* Called on the caller's thread about once a second while the measured window
  * runs: replies counted so far in the window, and seconds elapsed in it. */
@@ -37,9 +51,12 @@ typedef void (*tk_bench_progress_fn)(void *arg, uint64_t replies, double elapsed
 typedef struct {
     const tk_addr *addrs;          /* where to connect, tried in order by each dial */
     size_t naddrs;                 /* at least 1 */
-    unsigned connections;          /* open connections (1 by default) */
-    unsigned pipeline;             /* request lines in flight per connection (1) */
-    size_t size;                   /* bytes per request line, '\n' included (64, >= 2) */
+    tk_bench_mode mode;            /* TK_BENCH_LINE */
+    unsigned connections;          /* open connections (1 by default); in connect mode the
+                                      connections (and dials) in progress at a time */
+    unsigned pipeline;             /* requests in flight per connection (1); 1 in connect mode */
+    size_t size;                   /* bytes per request line, '\n' included (64, >= 2; json
+                                      >= TK_BENCH_JSON_MIN_SIZE); length: payload bytes (>= 0) */
     uint32_t duration_ms;          /* measured time after every dial ended (5000) */
     uint32_t warmup_ms;            /* unmeasured time before it; UINT32_MAX (the default)
                                       means min(1 s, duration / 5) */
@@ -58,14 +75,20 @@ typedef struct {
 
 typedef struct {
     uint64_t requests;       /* replies received inside the measured window */
-    uint64_t errors;         /* connect failures, resets and early EOFs, whole run */
+    uint64_t errors;         /* connect failures, resets, early EOFs, malformed replies
+                                (length, json) and, with a request count, requests still
+                                unanswered when the run ended; whole run */
+    uint64_t timeouts;       /* the part of errors that were unanswered at the end */
     uint64_t connect_errors; /* the part of errors that were failed dials */
-    unsigned connected;      /* connections that were established */
-    int last_error;          /* a failed dial's or lost connection's -errno (EOF: 0) */
+    uint64_t connected;      /* connections that were established (connect mode: one per
+                                request that got connected) */
+    int last_error;          /* a failed dial's or lost connection's -errno (EOF: 0;
+                                a malformed reply: -EPROTO; unanswered: -ETIMEDOUT) */
     double elapsed_s;        /* length of the measured window */
     double rps;              /* requests / elapsed_s */
-    uint64_t sent;           /* request lines handed to the socket layer, whole run */
-    uint64_t received;       /* reply lines matched with a request, whole run */
+    uint64_t sent;           /* requests handed to the socket layer (open loop: queued;
+                                connect mode: dials begun), whole run */
+    uint64_t received;       /* replies matched with a request, whole run */
     uint64_t sent_measured;  /* requests sent (closed) or scheduled (open) in the window */
     uint64_t p50_us;         /* latency percentiles (send, or intended send in open loop,
                                 to reply), microseconds, within 0.4 % (hist.h) */

@@ -1,4 +1,5 @@
-/* tcpkit bench: closed- or open-loop load against a line-echo server, reported
+/* tcpkit bench: closed- or open-loop load against an echo server (line,
+ * length-prefixed or JSON requests, or a new connection per request), reported
  * as throughput and latency percentiles, in text or as one JSON line; a search
  * for the highest rate under a p99 target; a progress line on a terminal; an
  * SVG plot of the latency distribution and of throughput over time. */
@@ -43,16 +44,23 @@ typedef struct {
 static const char usage_text[] =
     "usage: tcpkit bench HOST:PORT [OPTIONS]\n"
     "\n"
-    "Load for a line-echo server. Closed loop (default): each connection keeps DEPTH\n"
-    "request lines of BYTES bytes in flight and sends one more for every reply line.\n"
+    "Load for an echo server. Closed loop (default): each connection keeps DEPTH\n"
+    "requests in flight and sends one more for every reply.\n"
     "Open loop (--rate): requests leave on a fixed schedule and latency counts from\n"
     "the intended send time, so server queueing is not hidden. Reports requests per\n"
     "second and latency percentiles measured after a warm-up of min(1 s, SECS/5)\n"
     "(none with --requests) that starts once every connection is up.\n"
     "\n"
+    "  -m, --mode MODE           line (default): request lines of BYTES bytes;\n"
+    "                            length: frames [u32 big-endian length][BYTES bytes];\n"
+    "                            json: {\"type\":\"ECHO\",\"id\":N,...} lines of BYTES bytes\n"
+    "                            (>= 48), reply ids checked;\n"
+    "                            connect: a new connection per request line (connect,\n"
+    "                            send, read the reply, close); -c at a time\n"
     "  -c, --connections N       connections to open (default 50)\n"
     "  -p, --pipeline DEPTH      requests in flight per connection (default 1)\n"
-    "  -s, --size BYTES          bytes per request line, newline included (default 64)\n"
+    "  -s, --size BYTES          bytes per request line, newline included; length mode:\n"
+    "                            payload bytes per frame (default 64)\n"
     "  -d, --duration SECS       measured time, fractions allowed (default 5)\n"
     "  -t, --threads N           client threads, one event loop each (default: CPU count)\n"
     "      --connect-timeout SECS  per connection, every address tried (default 10)\n"
@@ -79,11 +87,30 @@ static int parse_ms(const char *s, uint32_t *ms)
     return tk_parse_duration_ms(s, ms) == 0 && *ms > 0 && *ms <= BENCH_MAX_MS ? 0 : -1;
 }
 
+static const char *const mode_names[] = {
+    [TK_BENCH_LINE] = "line",
+    [TK_BENCH_LENGTH] = "length",
+    [TK_BENCH_JSON] = "json",
+    [TK_BENCH_CONNECT] = "connect",
+};
+
+static int parse_mode(const char *s, tk_bench_mode *mode)
+{
+    for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++) {
+        if (strcmp(s, mode_names[i]) == 0) {
+            *mode = (tk_bench_mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 /* Returns 0, the exit status (2) after printing why, or -1 for --help. */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     enum { OPT_CONNECT_TIMEOUT = 256, OPT_JSON, OPT_WARMUP, OPT_FIND, OPT_P99, OPT_PLOT };
     static const struct option longopts[] = {
+        {"mode", required_argument, NULL, 'm'},
         {"connections", required_argument, NULL, 'c'},
         {"pipeline", required_argument, NULL, 'p'},
         {"size", required_argument, NULL, 's'},
@@ -108,7 +135,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->cfg.threads = tk_cpu_count();
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":c:p:s:d:t:r:n:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":m:c:p:s:d:t:r:n:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_CONNECTIONS, &v) < 0)
@@ -120,9 +147,12 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                 return bad_value("-p", optarg);
             o->cfg.pipeline = (unsigned)v;
             break;
+        case 'm':
+            if (parse_mode(optarg, &o->cfg.mode) < 0)
+                return bad_value("--mode", optarg);
+            break;
         case 's':
-            if (tk_parse_size(optarg, &o->cfg.size) < 0 || o->cfg.size < 2 ||
-                o->cfg.size > TK_BENCH_MAX_SIZE)
+            if (tk_parse_size(optarg, &o->cfg.size) < 0 || o->cfg.size > TK_BENCH_MAX_SIZE)
                 return bad_value("-s", optarg);
             break;
         case 'd':
@@ -184,6 +214,10 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     if (optind < argc - 1)
         return opt_usage_error("bench", "unexpected argument '%s'", argv[optind + 1]);
     o->target = argv[optind];
+    if (o->cfg.mode == TK_BENCH_JSON && o->cfg.size < TK_BENCH_JSON_MIN_SIZE)
+        return opt_usage_error("bench", "--mode json needs -s %u or more", TK_BENCH_JSON_MIN_SIZE);
+    if (o->cfg.mode != TK_BENCH_LENGTH && o->cfg.size < 2)
+        return opt_usage_error("bench", "-s must be 2 or more (a byte and the newline)");
     if (o->find_max && o->p99_target_ms == 0)
         return opt_usage_error("bench", "--find-max-rate needs --p99 DURATION");
     if (!o->find_max && o->p99_target_ms)
@@ -229,6 +263,8 @@ static void print_json(const bench_opts *o, unsigned threads, const tk_bench_res
     const tk_bench_config *c = &o->cfg;
     printf("{\"target\":");
     json_string(stdout, o->target);
+    printf(",\"request_mode\":\"%s\",\"connected\":%llu,\"timeouts\":%llu", mode_names[c->mode],
+           (unsigned long long)r->connected, (unsigned long long)r->timeouts);
     printf(",\"mode\":\"%s\",\"rate\":%.1f,\"connections\":%u,\"pipeline\":%u,\"size\":%zu,"
            "\"duration_s\":%.3f,\"threads\":%u,\"requests\":%llu,\"sent\":%llu,"
            "\"received\":%llu,\"sent_measured\":%llu,\"errors\":%llu,\"rps\":%.1f,"
@@ -249,16 +285,24 @@ static void print_text(const bench_opts *o, unsigned threads, const tk_bench_res
 {
     const tk_bench_config *c = &o->cfg;
     double mb_out = r->elapsed_s > 0 ? (double)r->bytes_out / r->elapsed_s / 1e6 : 0.0;
-    printf("target %s  connections %u  pipeline %u  size %zu B  duration %.1f s  threads %u\n",
-           o->target, c->connections, c->pipeline, c->size, c->duration_ms / 1000.0, threads);
+    printf("target %s  mode %s  connections %u  pipeline %u  size %zu B  duration %.1f s  "
+           "threads %u\n",
+           o->target, mode_names[c->mode], c->connections, c->pipeline, c->size,
+           c->duration_ms / 1000.0, threads);
     if (c->rate > 0)
         printf("open loop at %.1f req/s (latency from the intended send time)\n", c->rate);
     printf("requests %llu  errors %llu", (unsigned long long)r->requests,
            (unsigned long long)r->errors);
     if (r->errors > 0 && r->last_error < 0)
         printf(" (last: %s)", strerror(-r->last_error));
-    printf("  (whole run: sent %llu, received %llu)\n", (unsigned long long)r->sent,
+    printf("  (whole run: sent %llu, received %llu", (unsigned long long)r->sent,
            (unsigned long long)r->received);
+    if (r->timeouts > 0)
+        printf(", unanswered at the end %llu", (unsigned long long)r->timeouts);
+    printf(")\n");
+    if (c->mode == TK_BENCH_CONNECT)
+        printf("connections %llu (whole run)  %.0f connections/s with a request each\n",
+               (unsigned long long)r->connected, r->rps);
     printf("throughput %.0f req/s  (%.1f MB/s out)\n", r->rps, mb_out);
     printf("latency");
     print_ms(stdout, "p50", r->p50_us);
@@ -559,7 +603,13 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     if (r.requests == 0) {
-        fprintf(stderr, "tcpkit bench: no request completed\n");
+        if (r.sent > 0 && r.received == 0)
+            fprintf(stderr,
+                    "tcpkit bench: no request completed (%llu sent, no reply: does the server "
+                    "speak --mode %s?)\n",
+                    (unsigned long long)r.sent, mode_names[o.cfg.mode]);
+        else
+            fprintf(stderr, "tcpkit bench: no request completed\n");
         return 1;
     }
     return rc;

@@ -36,19 +36,21 @@
 #include "tcpkit/dial.h"
 #include "tcpkit/loop.h"
 #include "tcpkit/sock.h"
+#include "tools/bench_framing.h"
 
 /* Reads per wake-up of one connection, so one busy socket cannot starve the
  * others on its loop; the poller is level-triggered and calls again. */
-#define BENCH_READS_PER_WAKE 4
-/* The shared request pattern holds whole lines and at least this many bytes,
- * so a large batch still goes out in one send(). */
-#define BENCH_PATTERN_MIN        (64 * 1024)
+#define BENCH_READS_PER_WAKE     4
 #define BENCH_DEFAULT_CONNECT_MS 10000u
 /* How long the conductor waits past the connect timeout for dials to report. */
 #define BENCH_DIAL_SLACK_MS 2000u
+/* Connect mode: the pause before the next request of a slot whose last one
+ * failed. */
+#define BENCH_CONNECT_PAUSE_MS 1u
 
 enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_DONE };
-enum { CONN_DIALING, CONN_OPEN, CONN_DEAD };
+/* CONN_IDLE: connect mode, between two requests' connections. */
+enum { CONN_DIALING, CONN_OPEN, CONN_DEAD, CONN_IDLE };
 
 typedef struct {
     pthread_mutex_t lock;
@@ -59,8 +61,7 @@ typedef struct {
     atomic_uint_least64_t budget;  /* sends left, with cfg->requests */
     atomic_uint_least64_t settled; /* requests answered or lost, with cfg->requests */
     const tk_bench_config *cfg;
-    const unsigned char *pattern; /* request lines back to back */
-    size_t pattern_len;           /* a multiple of cfg->size */
+    bench_pattern pat; /* the requests every connection sends, back to back */
 } bench_shared;
 
 typedef struct bench_thread bench_thread;
@@ -74,10 +75,13 @@ typedef struct {
     unsigned head;      /* index of the oldest request in flight */
     unsigned inflight;  /* requests queued or sent, not yet answered */
     size_t out_pending; /* request bytes owed to the socket */
-    size_t out_pos;     /* offset of the next byte to send inside a line */
+    size_t out_pos;     /* offset of the next byte to send in the pattern */
     unsigned idx;       /* index in the thread's array (open-loop schedule) */
     uint64_t next_j;    /* open loop: requests queued so far */
     uint64_t ans_j;     /* open loop: requests answered so far */
+    bench_parser parser;
+    uint64_t t_start; /* connect mode, closed loop: when the request's dial began */
+    tk_timer pause;   /* connect mode: the next request after a failed one */
 } bench_conn;
 
 struct bench_thread {
@@ -91,7 +95,7 @@ struct bench_thread {
     uint64_t connect_errors;
     uint64_t bytes_in;
     uint64_t bytes_out;
-    unsigned connected;
+    uint64_t connected;
     int last_error;
     int run_err;
     tk_hdr hist;
@@ -127,9 +131,12 @@ static int config_valid(const tk_bench_config *c)
 {
     return c->addrs && c->naddrs > 0 && c->connections >= 1 &&
            c->connections <= TK_BENCH_MAX_CONNECTIONS && c->pipeline >= 1 &&
-           c->pipeline <= TK_BENCH_MAX_PIPELINE && c->size >= 2 && c->size <= TK_BENCH_MAX_SIZE &&
-           c->duration_ms > 0 && c->threads >= 1 && c->threads <= TK_BENCH_MAX_THREADS &&
-           c->rate >= 0.0 && c->rate <= TK_BENCH_MAX_RATE && (c->per_sec || !c->per_sec_cap);
+           c->pipeline <= TK_BENCH_MAX_PIPELINE && c->mode >= TK_BENCH_LINE &&
+           c->mode <= TK_BENCH_CONNECT && (c->size >= 2 || c->mode == TK_BENCH_LENGTH) &&
+           (c->size >= TK_BENCH_JSON_MIN_SIZE || c->mode != TK_BENCH_JSON) &&
+           c->size <= TK_BENCH_MAX_SIZE && c->duration_ms > 0 && c->threads >= 1 &&
+           c->threads <= TK_BENCH_MAX_THREADS && c->rate >= 0.0 && c->rate <= TK_BENCH_MAX_RATE &&
+           (c->per_sec || !c->per_sec_cap);
 }
 
 /* Conductor bookkeeping, taken a handful of times per connection. */
@@ -224,21 +231,20 @@ static void queue_requests(bench_conn *c, unsigned n, uint64_t now, int phase)
         c->sent_us[slot] = now;
         c->inflight++;
     }
-    c->out_pending += (size_t)n * cfg->size;
+    c->out_pending += (size_t)n * c->th->sh->pat.req_len;
 }
 
 /* Writes what the connection owes, usually in one send(); watches for
  * writability only while something is left. Returns 0 or a negative errno. */
 static int conn_flush(bench_conn *c, int measuring)
 {
-    const bench_shared *sh = c->th->sh;
-    size_t size = sh->cfg->size;
+    const bench_pattern *pat = &c->th->sh->pat;
 
     while (c->out_pending > 0) {
-        size_t len = sh->pattern_len - c->out_pos;
+        size_t len = pat->len - c->out_pos;
         if (len > c->out_pending)
             len = c->out_pending;
-        ssize_t n = send(c->io.fd, sh->pattern + c->out_pos, len, MSG_NOSIGNAL);
+        ssize_t n = send(c->io.fd, pat->bytes + c->out_pos, len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -247,7 +253,7 @@ static int conn_flush(bench_conn *c, int measuring)
             return -errno;
         }
         c->out_pending -= (size_t)n;
-        c->out_pos = (c->out_pos + (size_t)n) % size;
+        c->out_pos = (c->out_pos + (size_t)n) % pat->len;
         if (measuring)
             c->th->bytes_out += (uint64_t)n;
     }
@@ -323,15 +329,144 @@ static int conn_answered(bench_conn *c, uint64_t lines, int phase)
     return conn_flush(c, phase == PHASE_MEASURE);
 }
 
-static uint64_t count_lines(const unsigned char *p, size_t n)
+static void on_dialed(tk_loop *loop, int fd, int err, void *arg);
+static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events);
+
+static int connect_mode(const bench_shared *sh)
 {
-    uint64_t lines = 0;
-    const unsigned char *end = p + n;
-    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-        lines++;
-        p++;
+    return sh->cfg->mode == TK_BENCH_CONNECT;
+}
+
+static uint32_t connect_timeout(const tk_bench_config *cfg)
+{
+    return cfg->connect_timeout_ms ? cfg->connect_timeout_ms : BENCH_DEFAULT_CONNECT_MS;
+}
+
+/* How a connect-mode request ended. */
+enum { END_REPLY, END_DIAL_FAILED, END_LOST };
+
+static void connect_begin(bench_conn *c);
+
+/* Connect mode: starts the slot's next request if there is one: in closed
+ * loop if the request budget allows, in open loop if the schedule queued one
+ * that is not answered yet. Otherwise the slot waits, idle. */
+static void connect_next(bench_conn *c)
+{
+    bench_thread *th = c->th;
+    int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
+
+    c->state = CONN_IDLE;
+    if (phase == PHASE_DONE)
+        return;
+    if (open_loop(th->sh)) {
+        if (c->next_j == c->ans_j)
+            return;
+    } else {
+        if (take_budget(th->sh, 1) == 0)
+            return;
+        th->sent++;
+        if (phase == PHASE_MEASURE)
+            th->sent_measured++;
+        c->t_start = tk_clock_us();
     }
-    return lines;
+    connect_begin(c);
+}
+
+/* Connect mode: the slot's request is over, answered or not; its connection
+ * is closed. After a failure the next request waits for the pause timer, so
+ * a server that refuses every connection is not hammered in a tight loop and
+ * a dial that fails inside tk_dial_start() does not recurse. */
+static void connect_end(bench_conn *c, int how, int err)
+{
+    bench_thread *th = c->th;
+    int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
+
+    if (c->state == CONN_OPEN) {
+        tk_io_stop(th->loop, &c->io);
+        close(c->io.fd);
+    }
+    c->state = CONN_IDLE;
+    memset(&c->parser, 0, sizeof(c->parser));
+    c->out_pending = 0;
+    c->out_pos = 0;
+    if (how == END_REPLY) {
+        uint64_t now = tk_clock_us();
+        uint64_t from = open_loop(th->sh) ? intended_us(th, c->idx, c->ans_j) : c->t_start;
+        if (phase == PHASE_MEASURE) {
+            tk_hdr_record(&th->hist, now > from ? now - from : 0);
+            th->requests++;
+        }
+        th->received++;
+        atomic_store_explicit(&th->live, th->requests, memory_order_relaxed);
+    } else if (phase != PHASE_DONE) {
+        th->errors++;
+        if (how == END_DIAL_FAILED)
+            th->connect_errors++;
+        if (err < 0)
+            th->last_error = err;
+    }
+    if (open_loop(th->sh))
+        c->ans_j++;
+    settle(th->sh, 1);
+    if (how == END_REPLY)
+        connect_next(c);
+    else
+        (void)tk_timer_start(th->loop, &c->pause, BENCH_CONNECT_PAUSE_MS);
+}
+
+static void on_pause(tk_loop *loop, tk_timer *t)
+{
+    (void)loop;
+    connect_next((bench_conn *)((char *)t - offsetof(bench_conn, pause)));
+}
+
+/* Connect mode: dials a new connection for the slot's current request. */
+static void connect_begin(bench_conn *c)
+{
+    bench_thread *th = c->th;
+    const tk_bench_config *cfg = th->sh->cfg;
+    tk_dial *d = NULL;
+
+    c->state = CONN_DIALING;
+    int err =
+        tk_dial_start(th->loop, cfg->addrs, cfg->naddrs, connect_timeout(cfg), on_dialed, c, &d);
+    if (err < 0)
+        connect_end(c, END_DIAL_FAILED, err);
+    else
+        c->dial = d;
+}
+
+/* Connect mode: the dial ended; sends the request line on success. */
+static void connect_dialed(bench_conn *c, int fd, int err)
+{
+    bench_thread *th = c->th;
+    int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
+
+    c->dial = NULL;
+    if (fd < 0) {
+        connect_end(c, END_DIAL_FAILED, err);
+        return;
+    }
+    tk_sockopts o;
+    tk_sockopts_init(&o);
+    o.nodelay = 1;
+    (void)tk_sock_apply(fd, &o);
+    tk_io_init(&c->io, fd, on_conn_io);
+    c->state = CONN_OPEN;
+    th->connected++;
+    c->out_pending = th->sh->pat.req_len;
+    int werr = conn_flush(c, phase == PHASE_MEASURE);
+    if (werr < 0)
+        connect_end(c, END_LOST, werr);
+}
+
+/* A connection failed: in connect mode only its request, otherwise for good. */
+static void conn_fail(bench_conn *c, int err)
+{
+    if (connect_mode(c->th->sh))
+        connect_end(c, END_LOST, err);
+    else
+        conn_drop(c, err);
 }
 
 static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
@@ -342,7 +477,7 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
     int err;
 
     if ((events & TK_WRITE) && (err = conn_flush(c, phase == PHASE_MEASURE)) < 0) {
-        conn_drop(c, err);
+        conn_fail(c, err);
         return;
     }
     if (!(events & (TK_READ | TK_HUP)))
@@ -356,7 +491,13 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
     for (int i = 0; i < BENCH_READS_PER_WAKE; i++) {
         ssize_t n = read(io->fd, buf, cap);
         if (n > 0) {
-            lines += count_lines(buf, (size_t)n);
+            int perr =
+                bench_parse(&c->parser, &th->sh->pat, th->sh->cfg->mode, buf, (size_t)n, &lines);
+            if (perr < 0) {
+                lost = 1; /* the stream is not what the mode expects */
+                err = perr;
+                break;
+            }
             if (phase == PHASE_MEASURE)
                 th->bytes_in += (uint64_t)n;
             if ((size_t)n < cap)
@@ -370,6 +511,13 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
         lost = 1; /* EOF or a reset before the end of the run */
         err = n < 0 ? -errno : 0;
         break;
+    }
+    if (connect_mode(th->sh)) {
+        if (lines > 0)
+            connect_end(c, END_REPLY, 0);
+        else if (lost)
+            connect_end(c, END_LOST, err);
+        return;
     }
     if (lines > 0) {
         int werr = conn_answered(c, lines, phase);
@@ -388,6 +536,10 @@ static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
     bench_conn *c = arg;
     bench_thread *th = c->th;
 
+    if (connect_mode(th->sh)) {
+        connect_dialed(c, fd, err);
+        return;
+    }
     c->dial = NULL;
     if (fd < 0) {
         c->state = CONN_DEAD;
@@ -429,6 +581,16 @@ static void start_dials(bench_thread *th)
     uint32_t timeout = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : BENCH_DEFAULT_CONNECT_MS;
 
     tk_loop_update_time(th->loop);
+    if (connect_mode(th->sh)) {
+        /* Each request dials its own connection; open loop waits for the
+         * schedule to queue the first. */
+        for (unsigned i = 0; i < th->nconns; i++) {
+            th->conns[i].state = CONN_IDLE;
+            if (!open_loop(th->sh))
+                connect_next(&th->conns[i]);
+        }
+        return;
+    }
     for (unsigned i = 0; i < th->nconns; i++) {
         bench_conn *c = &th->conns[i];
         tk_dial *d = NULL;
@@ -455,7 +617,7 @@ static void on_sched(tk_loop *loop, tk_timer *t)
 {
     bench_thread *th = (bench_thread *)((char *)t - offsetof(bench_thread, sched));
     int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
-    size_t size = th->sh->cfg->size;
+    size_t req_len = th->sh->pat.req_len;
     uint64_t now = tk_clock_us();
     uint64_t due;
 
@@ -473,10 +635,17 @@ static void on_sched(tk_loop *loop, tk_timer *t)
         if (take_budget(th->sh, 1) == 0)
             return; /* the request count is used up: the schedule ends */
         c->next_j++;
-        c->out_pending += size;
         th->sent++;
         if (phase == PHASE_MEASURE)
             th->sent_measured++;
+        if (connect_mode(th->sh)) {
+            /* A slot still busy with an earlier request takes this one when
+             * that one ends; its wait counts in its latency. */
+            if (c->state == CONN_IDLE && !tk_timer_active(&c->pause))
+                connect_begin(c);
+            continue;
+        }
+        c->out_pending += req_len;
         if (c->state == CONN_OPEN) {
             int err = conn_flush(c, phase == PHASE_MEASURE);
             if (err < 0)
@@ -505,8 +674,13 @@ static void thread_free(bench_thread *th)
 {
     for (unsigned i = 0; th->conns && i < th->nconns; i++) {
         bench_conn *c = &th->conns[i];
-        if (c->state == CONN_DIALING && c->dial) {
+        if (th->loop)
+            tk_timer_stop(th->loop, &c->pause);
+        if (c->state == CONN_DIALING && c->dial && connect_mode(th->sh)) {
+            tk_dial_cancel(c->dial); /* a request in progress, not a failed dial */
+        } else if (c->state == CONN_DIALING && c->dial) {
             tk_dial_cancel(c->dial);
+            settle(th->sh, outstanding(c)); /* open loop queues while dialing */
             th->last_error = -ETIMEDOUT;
             th->errors++;
             th->connect_errors++;
@@ -540,6 +714,7 @@ static int thread_init(bench_thread *th, bench_shared *sh, unsigned nconns)
         th->conns[i].idx = i;
         th->conns[i].state = CONN_DEAD;
         th->conns[i].sent_us = th->times + (size_t)i * depth;
+        tk_timer_init(&th->conns[i].pause, on_pause);
     }
     return tk_loop_new(&th->loop);
 }
@@ -695,17 +870,21 @@ static void collect(bench_thread *ths, unsigned n, uint64_t window_us, tk_hdr *a
     out->mean_us = tk_hdr_mean(all);
 }
 
-static unsigned char *make_pattern(size_t size, size_t *len)
+/* With a request count, requests sent but neither answered nor lost when the
+ * run ended (a server that never replied, a wrong framing) are errors too. */
+static void count_unanswered(bench_shared *sh, tk_bench_result *out)
 {
-    size_t lines = (BENCH_PATTERN_MIN + size - 1) / size;
-    unsigned char *p = malloc(lines * size);
-    if (!p)
-        return NULL;
-    memset(p, 'x', lines * size);
-    for (size_t i = 1; i <= lines; i++)
-        p[i * size - 1] = '\n';
-    *len = lines * size;
-    return p;
+    uint64_t want = sh->cfg->requests;
+    if (want == 0)
+        return;
+    uint64_t taken = want - atomic_load(&sh->budget);
+    uint64_t settled = atomic_load(&sh->settled);
+    if (taken <= settled)
+        return;
+    out->timeouts = taken - settled;
+    out->errors += out->timeouts;
+    if (out->last_error == 0)
+        out->last_error = -ETIMEDOUT;
 }
 
 static int shared_init(bench_shared *sh, const tk_bench_config *cfg)
@@ -713,13 +892,15 @@ static int shared_init(bench_shared *sh, const tk_bench_config *cfg)
     pthread_condattr_t attr;
     memset(sh, 0, sizeof(*sh));
     sh->cfg = cfg;
-    sh->dialing = cfg->connections;
+    /* Connect mode has no lasting connections to wait for or to lose. */
+    sh->dialing = cfg->mode == TK_BENCH_CONNECT ? 0 : cfg->connections;
+    sh->alive = cfg->mode == TK_BENCH_CONNECT ? cfg->connections : 0;
     atomic_init(&sh->phase, PHASE_WARMUP);
     atomic_init(&sh->budget, cfg->requests);
     atomic_init(&sh->settled, 0);
-    sh->pattern = make_pattern(cfg->size, &sh->pattern_len);
-    if (!sh->pattern)
-        return -ENOMEM;
+    int err = bench_pattern_make(&sh->pat, cfg->mode, cfg->size);
+    if (err < 0)
+        return err;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&sh->cond, &attr);
@@ -732,7 +913,7 @@ static void shared_free(bench_shared *sh)
 {
     pthread_cond_destroy(&sh->cond);
     pthread_mutex_destroy(&sh->lock);
-    free((void *)sh->pattern);
+    bench_pattern_free(&sh->pat);
 }
 
 int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
@@ -785,6 +966,7 @@ int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
     if (err == 0) {
         out->per_sec_n = per_sec_n;
         collect(ths, nthreads, window_us, all, out);
+        count_unanswered(&sh, out);
     }
     if (all != cfg->hist_out)
         free(all);

@@ -1,11 +1,17 @@
 """tcpkit bench against a real echo server over loopback: exact request counts
-checked against the server's STATS, the open-loop schedule, --json fields,
-the SVG plot, and --find-max-rate. No timing assertions beyond the schedule's
+checked against the server's STATS in every mode (line, length, json,
+connect), the open-loop schedule, --json fields, the SVG plot, --find-max-rate,
+and a wrong framing ending with errors rather than hanging. No timing assertions beyond the schedule's
 deterministic request count."""
 
 import json
 import re
+import socket
+import struct
+import threading
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from conftest import fmt_addr, run_tcpkit
 
@@ -101,3 +107,223 @@ def test_usage_errors(echo_server):
                  ["--requests", "0"]):
         cp = run_tcpkit(["bench", addr] + args)
         assert cp.returncode == 2, args
+
+
+# ---- --mode length, json, connect ------------------------------------------------
+
+
+@pytest.fixture
+def length_server(server_factory):
+    return server_factory(["--listen", "127.0.0.1:0", "--framing", "length"])
+
+
+@pytest.fixture
+def json_server(server_factory):
+    return server_factory(["--listen", "127.0.0.1:0", "--framing", "json"])
+
+
+STATS_REQ = {"type": "STATS", "id": 1}
+
+
+def json_stats(server):
+    c = server.connect()
+    try:
+        r = c.jrequest(STATS_REQ)
+    finally:
+        c.close()
+    assert r.get("type") == "STATS", r
+    return r["payload"]
+
+
+class FrameCounter:
+    """A length-framing echo peer that counts the frames it gets: the length
+    framing of the echo server has no STATS to ask."""
+
+    def __init__(self):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.addr = self.lsock.getsockname()
+        self.frames = 0
+        self.conns = 0
+        self.lock = threading.Lock()
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns += 1
+            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, s):
+        buf = b""
+        with s:
+            while True:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                out = []
+                while len(buf) >= 4:
+                    (n,) = struct.unpack(">I", buf[:4])
+                    if len(buf) < 4 + n:
+                        break
+                    out.append(struct.pack(">I", n + 5) + b"Got: " + buf[4:4 + n])
+                    buf = buf[4 + n:]
+                with self.lock:
+                    self.frames += len(out)
+                if out:
+                    s.sendall(b"".join(out))
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_length_mode_requests_counts_are_exact(length_server):
+    r = bench_json(length_server, "--mode", "length", "-c", "4", "-t", "2", "-p", "3",
+                   "--requests", "3000")
+    assert r["request_mode"] == "length"
+    assert r["sent"] == r["received"] == 3000
+    assert r["errors"] == 0
+
+
+def test_length_mode_sends_exactly_n_frames():
+    peer = FrameCounter()
+    try:
+        cp = run_tcpkit(["bench", fmt_addr(peer.addr), "--mode", "length", "-c", "3", "-t", "2",
+                         "-p", "4", "-s", "100", "--requests", "2000", "--json"], timeout=60)
+        assert cp.returncode == 0, cp.stderr.decode()
+        r = json.loads(cp.stdout.decode())
+        assert r["sent"] == r["received"] == 2000
+        # Every reply was sent after its frame was counted.
+        with peer.lock:
+            assert peer.frames == 2000
+    finally:
+        peer.close()
+
+
+def test_length_mode_open_loop_counts(length_server):
+    r = bench_json(length_server, "--mode", "length", "-c", "3", "-t", "2", "--rate", "3000",
+                   "--requests", "900", "-s", "1000")
+    assert r["mode"] == "open"
+    assert r["sent"] == r["received"] == 900
+    assert r["bytes_out"] <= 900 * 1004
+
+
+def test_json_mode_requests_counts_match_the_servers_stats(json_server):
+    r = bench_json(json_server, "--mode", "json", "-c", "4", "-t", "2", "-p", "3",
+                   "--requests", "3000")
+    assert r["request_mode"] == "json"
+    assert r["sent"] == r["received"] == 3000
+    assert r["errors"] == 0
+    assert json_stats(json_server)["messages"] == 3000
+
+
+def test_json_mode_open_loop_counts_match_the_servers_stats(json_server):
+    r = bench_json(json_server, "--mode", "json", "-c", "3", "-t", "2", "--rate", "3000",
+                   "--requests", "1200", "-s", "200")
+    assert r["mode"] == "open"
+    assert r["sent"] == r["received"] == 1200
+    p = json_stats(json_server)
+    assert p["messages"] == 1200
+    # The STATS request line itself is read before it is answered.
+    assert p["bytes_in"] == 1200 * 200 + len(json.dumps(STATS_REQ)) + 1
+
+
+def test_json_mode_ids_cycle_past_the_pattern(json_server):
+    # -s 2000: 33 requests in the shared pattern, so ids wrap many times.
+    r = bench_json(json_server, "--mode", "json", "-c", "2", "-t", "1", "-p", "5", "-s", "2000",
+                   "--requests", "500")
+    assert r["sent"] == r["received"] == 500
+    assert r["errors"] == 0
+
+
+def test_connect_mode_makes_one_connection_per_request(echo_server):
+    r = bench_json(echo_server, "--mode", "connect", "-c", "4", "-t", "2", "--requests", "300")
+    assert r["request_mode"] == "connect"
+    assert r["sent"] == r["received"] == r["connected"] == 300
+    assert r["errors"] == 0
+    s = stats(echo_server)
+    # The STATS connection is the one more.
+    assert int(s["conns_total"]) == 300 + 1
+    assert int(s["messages"]) == 300
+
+
+def test_connect_mode_open_loop_counts(echo_server):
+    r = bench_json(echo_server, "--mode", "connect", "-c", "3", "-t", "2", "--rate", "1000",
+                   "--requests", "200")
+    assert r["mode"] == "open"
+    assert r["sent"] == r["received"] == r["connected"] == 200
+    s = stats(echo_server)
+    assert int(s["conns_total"]) == 200 + 1
+    assert int(s["messages"]) == 200
+
+
+def test_connect_mode_duration_reports_connections(echo_server):
+    out = bench(echo_server, "--mode", "connect", "-c", "2", "-d", "0.5").stdout.decode()
+    assert re.search(r"^connections \d+ \(whole run\)  \d+ connections/s", out, re.M), out
+    assert "mode connect" in out
+
+
+@pytest.mark.parametrize("mode", ["length", "json", "connect"])
+def test_every_mode_plots_and_finds_a_rate(mode, server_factory, tmp_path):
+    framing = {"length": "length", "json": "json", "connect": "line"}[mode]
+    srv = server_factory(["--listen", "127.0.0.1:0", "--framing", framing])
+    path = tmp_path / "bench.svg"
+    bench(srv, "--mode", mode, "-c", "2", "-d", "1", "--plot", str(path))
+    root = ET.parse(path).getroot()
+    assert len(root.findall(f".//{SVG}rect[@class='second']")) == 1
+    cp = bench(srv, "--mode", mode, "-c", "2", "--find-max-rate", "--p99", "200ms", "-d", "0.3",
+               "--warmup", "0.1", timeout=120)
+    assert re.search(r"max rate: \d+ req/s", cp.stdout.decode()), cp.stdout.decode()
+
+
+def run_bench_json_rc(server, *args):
+    cp = run_tcpkit(["bench", fmt_addr(server.addr)] + list(args) + ["--json"], timeout=60)
+    return cp.returncode, json.loads(cp.stdout.decode()), cp.stderr.decode()
+
+
+def test_length_mode_against_a_line_server_ends_with_errors(echo_server):
+    # The line server waits for a newline that never comes: bounded by -d.
+    rc, r, err = run_bench_json_rc(echo_server, "--mode", "length", "-c", "2", "-d", "1",
+                                   "--requests", "10")
+    assert rc == 1
+    assert r["received"] == 0
+    assert r["errors"] >= 2 and r["timeouts"] >= 2, r
+    assert "no request completed" in err
+
+
+def test_json_mode_against_a_line_server_ends_with_errors(echo_server):
+    # "ECHO: {...}" is not a JSON reply: the connections are dropped at once.
+    rc, r, err = run_bench_json_rc(echo_server, "--mode", "json", "-c", "2", "-d", "20")
+    assert rc == 1
+    assert r["received"] == 0 and r["errors"] >= 2, r
+    assert r["elapsed_s"] < 20
+
+
+def test_line_mode_against_a_length_server_ends_with_errors(length_server):
+    # The length server reads "xxxx" as a huge frame header, says so and closes.
+    rc, r, _ = run_bench_json_rc(length_server, "-c", "2", "-d", "20", "--requests", "10")
+    assert rc == 1
+    assert r["received"] == 0 and r["errors"] >= 2, r
+
+
+def test_mode_usage_errors(echo_server):
+    addr = fmt_addr(echo_server.addr)
+    for args in (["--mode", "udp"], ["--mode", "json", "-s", "47"], ["-s", "1"]):
+        cp = run_tcpkit(["bench", addr] + args)
+        assert cp.returncode == 2, args
+    # A length frame may be empty.
+    cp = run_tcpkit(["bench", addr, "--mode", "length", "-s", "0", "--help"])
+    assert cp.returncode == 0
