@@ -118,25 +118,14 @@ start_polled() {
 }
 
 stop_server() {
-    local name=$1 pid=${PID[$1]:-}
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    if [ -n "${DRAIN[$name]:-}" ]; then
-        kill "${DRAIN[$name]}" 2>/dev/null || true
-        wait "${DRAIN[$name]}" 2>/dev/null || true
-    fi
+    local name=$1
+    stop_pid "$name"
     # nginx's error log, from the directory removed on exit.
     if [ -s "$TMP/$name/error.log" ]; then
         cat "$TMP/$name/error.log" >>"$OUT/balance-$name.log"
         : >"$TMP/$name/error.log"
     fi
-    unset "PID[$name]" "DRAIN[$name]" "PORT[$name]"
+    unset "PORT[$name]"
 }
 
 # The backends: two tcpkit echo servers with one thread each, and the port

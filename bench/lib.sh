@@ -30,3 +30,22 @@ wait_listening() {
     fi
     PORT[$name]=$port
 }
+
+# stop_pid NAME: ends the server PID[NAME] (TERM, up to 5 s, then KILL),
+# reaps it, ends the cat that copies its output, and forgets both.
+stop_pid() {
+    local name=$1 pid=${PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if [ -n "${DRAIN[$name]:-}" ]; then
+        kill "${DRAIN[$name]}" 2>/dev/null || true
+        wait "${DRAIN[$name]}" 2>/dev/null || true
+    fi
+    unset "PID[$name]" "DRAIN[$name]"
+}

@@ -72,7 +72,7 @@ def main():
     with open(os.path.join(out, "tables.txt")) as f:
         tables = f.read().strip("\n")
 
-    sections = os.environ.get("BENCH_SECTIONS", "echo chat files balance")
+    sections = os.environ.get("BENCH_SECTIONS", "echo chat files balance scan")
     env = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_SECTIONS", "BENCH_SECONDS",
                                                     "BENCH_ROUNDS", "BENCH_IDLE_CONNS")
                    if k in os.environ)

@@ -165,22 +165,7 @@ start_redis() {
     return 1
 }
 
-stop_server() {
-    local name=$1 pid=${PID[$1]:-}
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    if [ -n "${DRAIN[$name]:-}" ]; then
-        kill "${DRAIN[$name]}" 2>/dev/null || true
-        wait "${DRAIN[$name]}" 2>/dev/null || true
-    fi
-    unset "PID[$name]" "DRAIN[$name]"
-}
+stop_server() { stop_pid "$1"; }
 
 rss_kb() {
     awk '/^VmRSS:/ { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$1/status" \
@@ -196,6 +181,7 @@ BALANCE_TABLE="$OUT/balance.txt" # the tables it prints
 SCAN="$OUT/scan.jsonl" # written by bench/scan.sh
 SCAN_TABLE="$OUT/scan.txt" # the table it prints
 : >"$RUNS"
+rm -f "$OUT"/*.svg # plots of this run only
 : >"$MEM"
 : >"$CHAT"
 : >"$FILES"
@@ -208,8 +194,14 @@ SCAN_TABLE="$OUT/scan.txt" # the table it prints
 bench_one() {
     local scenario=$1 name=$2 conns=$3 depth=$4 round=$5 json rc=0 limit
     limit=$(awk -v s="$SECS" 'BEGIN { printf "%d", s + 60 }')
+    # One plot per scenario, from tcpkit's first round: latency by percentile
+    # and replies per second (bench/report.py puts it in docs/BENCHMARKS.md).
+    local -a plot=()
+    if [ "$name" = tcpkit ] && [ "$round" -eq 1 ]; then
+        plot=(--plot "$OUT/echo-tcpkit-$scenario.svg")
+    fi
     json=$(timeout "$limit" "$TCPKIT" bench --json -c "$conns" -p "$depth" -s 64 -d "$SECS" \
-        -t "$THREADS" "127.0.0.1:${PORT[$name]}") || rc=$?
+        -t "$THREADS" "${plot[@]}" "127.0.0.1:${PORT[$name]}") || rc=$?
     if [ "$rc" -ne 0 ] || [ -z "$json" ]; then
         log "bench: $scenario against $name failed (exit $rc)"
         FAILED=1
@@ -889,7 +881,8 @@ cat "$SCAN_TABLE"
 } | tee "$OUT/tables.txt"
 echo
 echo "raw results: bench/out/results.json"
-if python3 bench/report.py "$OUT" docs/BENCHMARKS.md; then
+sections=${SECTIONS# }
+if BENCH_SECTIONS=${sections% } python3 bench/report.py "$OUT" docs/BENCHMARKS.md; then
     echo "report: docs/BENCHMARKS.md"
 else
     FAILED=1
