@@ -1,4 +1,5 @@
-/* A load generator for line-echo servers, closed or open loop.
+/* A load generator for echo servers (and connect rates, chat fan-out, file
+ * downloads: tk_bench_mode), closed or open loop.
  *
  * Closed loop (rate == 0, the default): each connection keeps a fixed number
  * of request lines in flight and sends one more for every reply line it gets
@@ -11,6 +12,12 @@
  * behind sees its queueing counted (no coordinated omission, as in wrk2).
  * Requests that the socket cannot take yet wait on the client, unbounded.
  *
+ * Except in connect mode, the connections come from a tk_pool and go back to
+ * it at the end of the run: requests still unsent are dropped (a request
+ * already partly written is finished), the replies of those sent are read,
+ * and a connection that ends the run in step goes back for reuse; one that
+ * saw an error, or whose replies did not all come within a second, is closed.
+ *
  * The engine parses no command line, prints nothing and never exits the
  * process: everything it learns is returned in a tk_bench_result, plus the
  * optional histogram, per-second counts and progress callback below. */
@@ -22,6 +29,7 @@
 
 #include "tcpkit/addr.h"
 #include "tcpkit/hist.h"
+#include "tcpkit/pool.h"
 
 /* Upper bounds checked by tk_bench_run(); past them it returns -EINVAL. */
 #define TK_BENCH_MAX_CONNECTIONS 1000000u
@@ -42,7 +50,20 @@ typedef enum {
                           0..K-1 per connection, K the requests of the shared pattern) */
     TK_BENCH_CONNECT,  /* each request on a new connection: connect, send one line of `size`
                           bytes, read the reply line, close; latency covers the connect */
+    TK_BENCH_CHAT,     /* fan-out through a JSON chat server (chat-server --mode json):
+                          `receivers` connections join one room and read, `senders` send
+                          MESSAGE requests of `size` content bytes; a request is one
+                          message, a reply one delivery to one receiver, its latency from
+                          the send (open loop: intended) time carried in the text.
+                          `connections`, `pipeline`, `threads` and `pool` are unused: one
+                          thread drives every connection */
+    TK_BENCH_FILE,     /* a version-1 GET of the file `file` from file-server; one
+                          reply is the whole download (response, data, end frames);
+                          `size` is unused */
 } tk_bench_mode;
+
+/* Longest name of TK_BENCH_FILE (file-server's version-1 limit). */
+#define TK_BENCH_MAX_FILE_NAME 4096u
 
 /* Called on the caller's thread about once a second while the measured window
  * runs: replies counted so far in the window, and seconds elapsed in it. */
@@ -71,6 +92,14 @@ typedef struct {
     size_t per_sec_cap;            /* entries per_sec can hold */
     tk_bench_progress_fn progress; /* optional, see above */
     void *progress_arg;
+    tk_pool *pool;      /* optional, all modes but connect: where the connections come from and
+                           go back to, so several runs (--find-max-rate's probes) share warm
+                           connections; its max_size must be at least `connections`. NULL: the
+                           run uses a pool of its own, closed at its end (NULL) */
+    unsigned receivers; /* chat: connections that only read (10) */
+    unsigned senders;   /* chat: connections that send; closed loop: one message in
+                           flight each, the next when the server answers it (1) */
+    const char *file;   /* file: the name to download, 1 to TK_BENCH_MAX_FILE_NAME bytes */
 } tk_bench_config;
 
 typedef struct {
@@ -101,6 +130,9 @@ typedef struct {
     size_t per_sec_n;  /* entries written to cfg->per_sec */
     uint64_t bytes_in; /* bytes read and written inside the measured window */
     uint64_t bytes_out;
+    uint64_t per_receiver_min; /* chat: the fewest and most messages one receiver got */
+    uint64_t per_receiver_max;
+    uint64_t file_bytes; /* file: file bytes received in data frames, whole run */
 } tk_bench_result;
 
 /* Fills the documented defaults; addrs must still be set. */

@@ -16,6 +16,7 @@
 #include "tcpkit/addr.h"
 #include "tcpkit/bench.h"
 #include "tcpkit/hist.h"
+#include "tcpkit/pool.h"
 #include "tcpkit/workers.h"
 
 #define BENCH_MAX_ADDRS 16
@@ -56,7 +57,16 @@ static const char usage_text[] =
     "                            json: {\"type\":\"ECHO\",\"id\":N,...} lines of BYTES bytes\n"
     "                            (>= 48), reply ids checked;\n"
     "                            connect: a new connection per request line (connect,\n"
-    "                            send, read the reply, close); -c at a time\n"
+    "                            send, read the reply, close); -c at a time;\n"
+    "                            chat: fan-out through chat-server --mode json, a\n"
+    "                            request is a message of BYTES content bytes, a reply\n"
+    "                            its delivery to one receiver\n"
+    "      --receivers N         chat: connections in the room that only read (10)\n"
+    "      --senders M           chat: connections that send (1); closed loop: one\n"
+    "                            message in flight each; -n: N messages in all\n"
+    "                            file: a download of --file NAME from file-server\n"
+    "                            (protocol version 1) per request\n"
+    "      --file NAME           file mode: the file to download\n"
     "  -c, --connections N       connections to open (default 50)\n"
     "  -p, --pipeline DEPTH      requests in flight per connection (default 1)\n"
     "  -s, --size BYTES          bytes per request line, newline included; length mode:\n"
@@ -88,10 +98,8 @@ static int parse_ms(const char *s, uint32_t *ms)
 }
 
 static const char *const mode_names[] = {
-    [TK_BENCH_LINE] = "line",
-    [TK_BENCH_LENGTH] = "length",
-    [TK_BENCH_JSON] = "json",
-    [TK_BENCH_CONNECT] = "connect",
+    [TK_BENCH_LINE] = "line",       [TK_BENCH_LENGTH] = "length", [TK_BENCH_JSON] = "json",
+    [TK_BENCH_CONNECT] = "connect", [TK_BENCH_CHAT] = "chat",     [TK_BENCH_FILE] = "file",
 };
 
 static int parse_mode(const char *s, tk_bench_mode *mode)
@@ -108,7 +116,17 @@ static int parse_mode(const char *s, tk_bench_mode *mode)
 /* Returns 0, the exit status (2) after printing why, or -1 for --help. */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    enum { OPT_CONNECT_TIMEOUT = 256, OPT_JSON, OPT_WARMUP, OPT_FIND, OPT_P99, OPT_PLOT };
+    enum {
+        OPT_CONNECT_TIMEOUT = 256,
+        OPT_JSON,
+        OPT_WARMUP,
+        OPT_FIND,
+        OPT_P99,
+        OPT_PLOT,
+        OPT_RECEIVERS,
+        OPT_SENDERS,
+        OPT_FILE
+    };
     static const struct option longopts[] = {
         {"mode", required_argument, NULL, 'm'},
         {"connections", required_argument, NULL, 'c'},
@@ -124,6 +142,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"find-max-rate", no_argument, NULL, OPT_FIND},
         {"p99", required_argument, NULL, OPT_P99},
         {"plot", required_argument, NULL, OPT_PLOT},
+        {"receivers", required_argument, NULL, OPT_RECEIVERS},
+        {"senders", required_argument, NULL, OPT_SENDERS},
+        {"file", required_argument, NULL, OPT_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -188,6 +209,21 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                 return bad_value("--p99", optarg);
             break;
         case OPT_PLOT: o->plot = optarg; break;
+        case OPT_FILE:
+            if (!*optarg || strlen(optarg) > TK_BENCH_MAX_FILE_NAME)
+                return bad_value("--file", optarg);
+            o->cfg.file = optarg;
+            break;
+        case OPT_RECEIVERS:
+            if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_CONNECTIONS, &v) < 0)
+                return bad_value("--receivers", optarg);
+            o->cfg.receivers = (unsigned)v;
+            break;
+        case OPT_SENDERS:
+            if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_CONNECTIONS, &v) < 0)
+                return bad_value("--senders", optarg);
+            o->cfg.senders = (unsigned)v;
+            break;
         case 't':
             if (tk_parse_uint(optarg, 1, TK_BENCH_MAX_THREADS, &v) < 0)
                 return bad_value("-t", optarg);
@@ -218,6 +254,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         return opt_usage_error("bench", "--mode json needs -s %u or more", TK_BENCH_JSON_MIN_SIZE);
     if (o->cfg.mode != TK_BENCH_LENGTH && o->cfg.size < 2)
         return opt_usage_error("bench", "-s must be 2 or more (a byte and the newline)");
+    if ((o->cfg.mode == TK_BENCH_FILE) != (o->cfg.file != NULL))
+        return opt_usage_error("bench", "--mode file and --file NAME go together");
     if (o->find_max && o->p99_target_ms == 0)
         return opt_usage_error("bench", "--find-max-rate needs --p99 DURATION");
     if (!o->find_max && o->p99_target_ms)
@@ -270,7 +308,7 @@ static void print_json(const bench_opts *o, unsigned threads, const tk_bench_res
            "\"received\":%llu,\"sent_measured\":%llu,\"errors\":%llu,\"rps\":%.1f,"
            "\"min_us\":%llu,\"mean_us\":%.1f,\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,"
            "\"p999_us\":%llu,\"max_us\":%llu,\"elapsed_s\":%.3f,\"bytes_in\":%llu,"
-           "\"bytes_out\":%llu}\n",
+           "\"bytes_out\":%llu",
            c->rate > 0 ? "open" : "closed", c->rate, c->connections, c->pipeline, c->size,
            c->duration_ms / 1000.0, threads, (unsigned long long)r->requests,
            (unsigned long long)r->sent, (unsigned long long)r->received,
@@ -279,6 +317,18 @@ static void print_json(const bench_opts *o, unsigned threads, const tk_bench_res
            (unsigned long long)r->p90_us, (unsigned long long)r->p99_us,
            (unsigned long long)r->p999_us, (unsigned long long)r->max_us, r->elapsed_s,
            (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out);
+    if (c->mode == TK_BENCH_FILE) {
+        printf(",\"file\":");
+        json_string(stdout, c->file);
+        printf(",\"file_bytes\":%llu,\"mb_in_per_s\":%.3f", (unsigned long long)r->file_bytes,
+               r->elapsed_s > 0 ? (double)r->bytes_in / r->elapsed_s / 1e6 : 0.0);
+    }
+    if (c->mode == TK_BENCH_CHAT)
+        printf(",\"receivers\":%u,\"senders\":%u,\"deliveries\":%llu,"
+               "\"per_receiver_min\":%llu,\"per_receiver_max\":%llu",
+               c->receivers, c->senders, (unsigned long long)r->received,
+               (unsigned long long)r->per_receiver_min, (unsigned long long)r->per_receiver_max);
+    printf("}\n");
 }
 
 static void print_text(const bench_opts *o, unsigned threads, const tk_bench_result *r)
@@ -300,10 +350,21 @@ static void print_text(const bench_opts *o, unsigned threads, const tk_bench_res
     if (r->timeouts > 0)
         printf(", unanswered at the end %llu", (unsigned long long)r->timeouts);
     printf(")\n");
+    if (c->mode == TK_BENCH_CHAT)
+        printf("chat: %u receivers, %u senders  messages sent %llu  deliveries %llu "
+               "(per receiver %llu to %llu)\n",
+               c->receivers, c->senders, (unsigned long long)r->sent,
+               (unsigned long long)r->received, (unsigned long long)r->per_receiver_min,
+               (unsigned long long)r->per_receiver_max);
     if (c->mode == TK_BENCH_CONNECT)
         printf("connections %llu (whole run)  %.0f connections/s with a request each\n",
                (unsigned long long)r->connected, r->rps);
-    printf("throughput %.0f req/s  (%.1f MB/s out)\n", r->rps, mb_out);
+    if (c->mode == TK_BENCH_FILE)
+        printf("throughput %.0f downloads/s  (%.1f MB/s in; file bytes %llu, whole run)\n", r->rps,
+               r->elapsed_s > 0 ? (double)r->bytes_in / r->elapsed_s / 1e6 : 0.0,
+               (unsigned long long)r->file_bytes);
+    else
+        printf("throughput %.0f req/s  (%.1f MB/s out)\n", r->rps, mb_out);
     printf("latency");
     print_ms(stdout, "p50", r->p50_us);
     print_ms(stdout, "p90", r->p90_us);
@@ -355,7 +416,7 @@ static int run_once(bench_opts *o, tk_bench_result *r, int progress)
  * doubling from FIND_START_RATE until a probe fails, then bisection until the
  * bounds are within FIND_PRECISION; at most FIND_MAX_PROBES probes of
  * FIND_PROBE_MS each (plus warm-up), so the search ends in bounded time. */
-static int find_max_rate(bench_opts *o)
+static int find_max_rate_probes(bench_opts *o)
 {
     double lo = 0.0, hi = 0.0, rate = FIND_START_RATE;
     uint64_t target_us = (uint64_t)o->p99_target_ms * 1000;
@@ -417,6 +478,31 @@ static int find_max_rate(bench_opts *o)
         printf("max rate: %.0f req/s with p99 %.3f ms (target %.3f ms)\n", lo, best.p99_us / 1000.0,
                target_us / 1000.0);
     return 0;
+}
+
+/* --find-max-rate: the probes share one pool of connections, so the server
+ * sees -c connections in all, not a new set per probe. */
+static int find_max_rate(bench_opts *o)
+{
+    tk_pool *pool = NULL;
+    if (o->cfg.mode != TK_BENCH_CONNECT && o->cfg.mode != TK_BENCH_CHAT) {
+        tk_pool_config pc;
+        tk_pool_config_init(&pc);
+        pc.addrs = o->cfg.addrs;
+        pc.naddrs = o->cfg.naddrs;
+        pc.max_size = o->cfg.connections;
+        pc.connect_timeout_ms = o->cfg.connect_timeout_ms;
+        int err = tk_pool_new(&pc, &pool);
+        if (err < 0) {
+            fprintf(stderr, "tcpkit bench: %s\n", strerror(-err));
+            return 1;
+        }
+    }
+    o->cfg.pool = pool;
+    int rc = find_max_rate_probes(o);
+    o->cfg.pool = NULL;
+    tk_pool_free(pool);
+    return rc;
 }
 
 /* The SVG plot: on the left, latency against percentile on a log axis
@@ -584,6 +670,10 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     unsigned threads = o.cfg.threads < o.cfg.connections ? o.cfg.threads : o.cfg.connections;
+    if (o.cfg.mode == TK_BENCH_CHAT) {
+        threads = 1; /* one thread drives every chat connection */
+        o.cfg.connections = o.cfg.receivers + o.cfg.senders;
+    }
     if (o.json)
         print_json(&o, threads, &r);
     else

@@ -23,6 +23,7 @@
  * `settled` counter (answered, or lost with a dropped connection) tells the
  * conductor when the last reply is in. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -36,6 +37,7 @@
 #include "tcpkit/dial.h"
 #include "tcpkit/loop.h"
 #include "tcpkit/sock.h"
+#include "tools/bench_chat.h"
 #include "tools/bench_framing.h"
 
 /* Reads per wake-up of one connection, so one busy socket cannot starve the
@@ -47,6 +49,9 @@
 /* Connect mode: the pause before the next request of a slot whose last one
  * failed. */
 #define BENCH_CONNECT_PAUSE_MS 1u
+/* How long the end of a run waits for the replies still due on its
+ * connections before it closes those instead of pooling them. */
+#define BENCH_DRAIN_MS 1000
 
 enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_DONE };
 /* CONN_IDLE: connect mode, between two requests' connections. */
@@ -62,6 +67,8 @@ typedef struct {
     atomic_uint_least64_t settled; /* requests answered or lost, with cfg->requests */
     const tk_bench_config *cfg;
     bench_pattern pat; /* the requests every connection sends, back to back */
+    tk_pool *pool;     /* cfg->pool or our own; NULL in connect mode */
+    int own_pool;
 } bench_shared;
 
 typedef struct bench_thread bench_thread;
@@ -96,6 +103,7 @@ struct bench_thread {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t connected;
+    uint64_t file_bytes; /* file mode: data bytes of every connection, summed at the end */
     int last_error;
     int run_err;
     tk_hdr hist;
@@ -125,6 +133,8 @@ void tk_bench_config_init(tk_bench_config *c)
     c->warmup_ms = UINT32_MAX;
     c->threads = 1;
     c->connect_timeout_ms = BENCH_DEFAULT_CONNECT_MS;
+    c->receivers = 10;
+    c->senders = 1;
 }
 
 static int config_valid(const tk_bench_config *c)
@@ -132,7 +142,11 @@ static int config_valid(const tk_bench_config *c)
     return c->addrs && c->naddrs > 0 && c->connections >= 1 &&
            c->connections <= TK_BENCH_MAX_CONNECTIONS && c->pipeline >= 1 &&
            c->pipeline <= TK_BENCH_MAX_PIPELINE && c->mode >= TK_BENCH_LINE &&
-           c->mode <= TK_BENCH_CONNECT && (c->size >= 2 || c->mode == TK_BENCH_LENGTH) &&
+           c->mode <= TK_BENCH_FILE &&
+           (c->mode != TK_BENCH_CHAT ||
+            (c->receivers >= 1 && c->senders >= 1 && c->receivers <= TK_BENCH_MAX_CONNECTIONS &&
+             c->senders <= TK_BENCH_MAX_CONNECTIONS)) &&
+           (c->size >= 2 || c->mode == TK_BENCH_LENGTH) &&
            (c->size >= TK_BENCH_JSON_MIN_SIZE || c->mode != TK_BENCH_JSON) &&
            c->size <= TK_BENCH_MAX_SIZE && c->duration_ms > 0 && c->threads >= 1 &&
            c->threads <= TK_BENCH_MAX_THREADS && c->rate >= 0.0 && c->rate <= TK_BENCH_MAX_RATE &&
@@ -205,7 +219,7 @@ static void conn_drop(bench_conn *c, int err)
     bench_thread *th = c->th;
     settle(th->sh, outstanding(c));
     tk_io_stop(th->loop, &c->io);
-    close(c->io.fd);
+    tk_pool_put(th->sh->pool, c->io.fd, 0);
     c->state = CONN_DEAD;
     /* A connection lost after the window closed is our own teardown racing
      * the server, not a server error. */
@@ -533,14 +547,15 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
 static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
 {
     (void)loop;
-    bench_conn *c = arg;
+    connect_dialed(arg, fd, err);
+}
+
+/* A lasting connection from the pool (fd >= 0) or the pool's error (err):
+ * starts sending, or counts a failed connect. */
+static void conn_ready(bench_conn *c, int fd, int err)
+{
     bench_thread *th = c->th;
 
-    if (connect_mode(th->sh)) {
-        connect_dialed(c, fd, err);
-        return;
-    }
-    c->dial = NULL;
     if (fd < 0) {
         c->state = CONN_DEAD;
         settle(th->sh, outstanding(c)); /* open loop queues while dialing */
@@ -591,20 +606,16 @@ static void start_dials(bench_thread *th)
         }
         return;
     }
+    /* tk_pool_get blocks, so the connections are taken one by one before
+     * the loop runs; a run the conductor gave up on takes no more. */
     for (unsigned i = 0; i < th->nconns; i++) {
         bench_conn *c = &th->conns[i];
-        tk_dial *d = NULL;
-        c->state = CONN_DIALING;
-        int err = tk_dial_start(th->loop, cfg->addrs, cfg->naddrs, timeout, on_dialed, c, &d);
-        if (err < 0) {
-            c->state = CONN_DEAD;
-            th->last_error = err;
-            th->errors++;
-            th->connect_errors++;
+        if (atomic_load_explicit(&th->sh->phase, memory_order_relaxed) == PHASE_DONE) {
             note_dial_end(th->sh, 0);
-        } else if (c->state == CONN_DIALING) {
-            c->dial = d; /* not already ended inside tk_dial_start */
+            continue;
         }
+        int fd = tk_pool_get(th->sh->pool, timeout);
+        conn_ready(c, fd, fd < 0 ? fd : 0);
     }
 }
 
@@ -656,6 +667,126 @@ static void on_sched(tk_loop *loop, tk_timer *t)
     (void)tk_timer_start(loop, t, (due - now + 999) / 1000);
 }
 
+/* The replies a connection still owes once nothing more is sent: requests
+ * not yet begun are dropped, one partly written is finished. */
+static uint64_t drain_prepare(bench_conn *c)
+{
+    size_t req_len = c->th->sh->pat.req_len;
+    size_t done = c->out_pos % req_len;
+    size_t partial = done ? req_len - done : 0;
+    uint64_t owed = outstanding(c);
+
+    if (c->out_pending > partial) {
+        uint64_t unsent = (c->out_pending - partial) / req_len;
+        owed = owed > unsent ? owed - unsent : 0;
+        c->out_pending = partial;
+    }
+    return owed;
+}
+
+/* Sends what the connection still owes and reads what comes back; returns
+ * 0 while it goes on, 1 once every reply is in, -1 on an error or a reply
+ * the stream cannot hold. */
+static int drain_step(bench_conn *c, uint64_t *owed, short revents, unsigned char *buf, size_t cap)
+{
+    bench_thread *th = c->th;
+    const bench_pattern *pat = &th->sh->pat;
+
+    if ((revents & POLLOUT) && c->out_pending > 0) {
+        size_t len = pat->len - c->out_pos;
+        if (len > c->out_pending)
+            len = c->out_pending;
+        ssize_t n = send(c->io.fd, pat->bytes + c->out_pos, len, MSG_NOSIGNAL);
+        if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (n > 0) {
+            c->out_pending -= (size_t)n;
+            c->out_pos = (c->out_pos + (size_t)n) % pat->len;
+        }
+    }
+    if (revents & (POLLIN | POLLHUP | POLLERR)) {
+        ssize_t n = read(c->io.fd, buf, cap);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+            return -1;
+        uint64_t lines = 0;
+        if (n > 0 && bench_parse(&c->parser, pat, th->sh->cfg->mode, buf, (size_t)n, &lines) < 0)
+            return -1;
+        if (lines > *owed)
+            return -1; /* more replies than requests: out of step */
+        *owed -= lines;
+        th->received += lines;
+    }
+    if (*owed == 0 && c->out_pending == 0)
+        return c->parser.skip == 0 && c->parser.head_len == 0 ? 1 : -1;
+    return 0;
+}
+
+/* The end of a run: every open connection goes back to the pool, for reuse
+ * if it ends in step (every reply read, no request half sent) within
+ * BENCH_DRAIN_MS, closed otherwise. The loop no longer runs. */
+static void release_conns(bench_thread *th)
+{
+    struct pollfd *pfd = calloc(th->nconns, sizeof(*pfd));
+    uint64_t *owed = calloc(th->nconns, sizeof(*owed));
+    unsigned char *buf = tk_loop_scratch(th->loop);
+    size_t cap = tk_loop_scratch_size(th->loop);
+    uint64_t deadline = tk_clock_us() + (uint64_t)BENCH_DRAIN_MS * 1000;
+    unsigned left = 0;
+
+    for (unsigned i = 0; i < th->nconns; i++) {
+        bench_conn *c = &th->conns[i];
+        if (c->state != CONN_OPEN)
+            continue;
+        tk_io_stop(th->loop, &c->io);
+        if (!pfd || !owed) {
+            tk_pool_put(th->sh->pool, c->io.fd, 0);
+            c->state = CONN_DEAD;
+            continue;
+        }
+        owed[i] = drain_prepare(c);
+        if (drain_step(c, &owed[i], 0, buf, cap) == 1) {
+            tk_pool_put(th->sh->pool, c->io.fd, 1);
+            c->state = CONN_DEAD;
+            continue;
+        }
+        left++;
+    }
+    while (pfd && owed && left > 0) {
+        for (unsigned i = 0; i < th->nconns; i++) {
+            bench_conn *c = &th->conns[i];
+            pfd[i].fd = c->state == CONN_OPEN ? c->io.fd : -1;
+            pfd[i].events = (short)(POLLIN | (c->out_pending ? POLLOUT : 0));
+            pfd[i].revents = 0;
+        }
+        uint64_t now = tk_clock_us();
+        /* A first pass at no wait settles the connections already in step. */
+        int wait_ms = now >= deadline ? 0 : (int)((deadline - now + 999) / 1000);
+        int n = poll(pfd, th->nconns, wait_ms);
+        if (n < 0 && errno != EINTR)
+            break;
+        int expired = tk_clock_us() >= deadline;
+        for (unsigned i = 0; i < th->nconns; i++) {
+            bench_conn *c = &th->conns[i];
+            if (c->state != CONN_OPEN)
+                continue;
+            int r = drain_step(c, &owed[i], n > 0 ? pfd[i].revents : 0, buf, cap);
+            if (r == 0 && !expired)
+                continue;
+            tk_pool_put(th->sh->pool, c->io.fd, r == 1);
+            c->state = CONN_DEAD;
+            left--;
+        }
+    }
+    for (unsigned i = 0; i < th->nconns; i++) {
+        if (th->conns[i].state == CONN_OPEN) {
+            tk_pool_put(th->sh->pool, th->conns[i].io.fd, 0);
+            th->conns[i].state = CONN_DEAD;
+        }
+    }
+    free(pfd);
+    free(owed);
+}
+
 static void *thread_main(void *arg)
 {
     bench_thread *th = arg;
@@ -666,6 +797,8 @@ static void *thread_main(void *arg)
         (void)tk_timer_start(th->loop, &th->sched, 0);
     }
     th->run_err = tk_loop_run(th->loop);
+    if (!connect_mode(th->sh))
+        release_conns(th);
     return NULL;
 }
 
@@ -674,6 +807,7 @@ static void thread_free(bench_thread *th)
 {
     for (unsigned i = 0; th->conns && i < th->nconns; i++) {
         bench_conn *c = &th->conns[i];
+        th->file_bytes += c->parser.data_bytes;
         if (th->loop)
             tk_timer_stop(th->loop, &c->pause);
         if (c->state == CONN_DIALING && c->dial && connect_mode(th->sh)) {
@@ -686,7 +820,10 @@ static void thread_free(bench_thread *th)
             th->connect_errors++;
         } else if (c->state == CONN_OPEN) {
             tk_io_stop(th->loop, &c->io);
-            close(c->io.fd);
+            if (th->sh->pool)
+                tk_pool_put(th->sh->pool, c->io.fd, 0);
+            else
+                close(c->io.fd);
         }
     }
     if (th->loop) {
@@ -853,6 +990,7 @@ static void collect(bench_thread *ths, unsigned n, uint64_t window_us, tk_hdr *a
         out->errors += ths[i].errors;
         out->connect_errors += ths[i].connect_errors;
         out->connected += ths[i].connected;
+        out->file_bytes += ths[i].file_bytes;
         out->bytes_in += ths[i].bytes_in;
         out->bytes_out += ths[i].bytes_out;
         tk_hdr_merge(all, &ths[i].hist);
@@ -898,9 +1036,25 @@ static int shared_init(bench_shared *sh, const tk_bench_config *cfg)
     atomic_init(&sh->phase, PHASE_WARMUP);
     atomic_init(&sh->budget, cfg->requests);
     atomic_init(&sh->settled, 0);
-    int err = bench_pattern_make(&sh->pat, cfg->mode, cfg->size);
+    int err = cfg->mode == TK_BENCH_FILE ? bench_pattern_make_file(&sh->pat, cfg->file)
+                                         : bench_pattern_make(&sh->pat, cfg->mode, cfg->size);
     if (err < 0)
         return err;
+    sh->pool = cfg->mode == TK_BENCH_CONNECT ? NULL : cfg->pool;
+    if (cfg->mode != TK_BENCH_CONNECT && !sh->pool) {
+        tk_pool_config pc;
+        tk_pool_config_init(&pc);
+        pc.addrs = cfg->addrs;
+        pc.naddrs = cfg->naddrs;
+        pc.max_size = cfg->connections;
+        pc.connect_timeout_ms = connect_timeout(cfg);
+        err = tk_pool_new(&pc, &sh->pool);
+        if (err < 0) {
+            bench_pattern_free(&sh->pat);
+            return err;
+        }
+        sh->own_pool = 1;
+    }
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&sh->cond, &attr);
@@ -914,12 +1068,16 @@ static void shared_free(bench_shared *sh)
     pthread_cond_destroy(&sh->cond);
     pthread_mutex_destroy(&sh->lock);
     bench_pattern_free(&sh->pat);
+    if (sh->own_pool)
+        tk_pool_free(sh->pool);
 }
 
 int tk_bench_run(const tk_bench_config *cfg, tk_bench_result *out)
 {
     if (!config_valid(cfg))
         return -EINVAL;
+    if (cfg->mode == TK_BENCH_CHAT)
+        return bench_chat_run(cfg, out);
     unsigned nthreads = cfg->threads < cfg->connections ? cfg->threads : cfg->connections;
 
     bench_shared sh;

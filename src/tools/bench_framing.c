@@ -22,6 +22,12 @@
 /* What a json reply to one of them starts with, and the banner notice. */
 #define JSON_REPLY  "{\"type\":\"ECHO\",\"id\":"
 #define JSON_BANNER "{\"type\":\"banner\""
+/* File transfer, version 1: [version][type][u32 length] and the payload. */
+#define FILE_HEADER   6
+#define FILE_REQUEST  1
+#define FILE_RESPONSE 2
+#define FILE_DATA     3
+#define FILE_END      4
 /* Room for a length-mode reply beyond the payload ("Got: ", a banner). */
 #define LENGTH_REPLY_SLACK (64 * 1024)
 
@@ -76,6 +82,32 @@ int bench_pattern_make(bench_pattern *p, tk_bench_mode mode, size_t size)
             bench_pattern_free(p);
             return err;
         }
+    }
+    return 0;
+}
+
+int bench_pattern_make_file(bench_pattern *p, const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    memset(p, 0, sizeof(*p));
+    if (len == 0 || len > TK_BENCH_MAX_FILE_NAME)
+        return -EINVAL;
+    p->req_len = FILE_HEADER + len;
+    size_t nreq = (BENCH_PATTERN_MIN + p->req_len - 1) / p->req_len;
+    p->bytes = malloc(nreq * p->req_len);
+    if (!p->bytes)
+        return -ENOMEM;
+    p->nreq = (unsigned)nreq;
+    p->len = nreq * p->req_len;
+    for (size_t i = 0; i < nreq; i++) {
+        unsigned char *r = p->bytes + i * p->req_len;
+        r[0] = 1; /* version */
+        r[1] = FILE_REQUEST;
+        r[2] = (unsigned char)(len >> 24);
+        r[3] = (unsigned char)(len >> 16);
+        r[4] = (unsigned char)(len >> 8);
+        r[5] = (unsigned char)len;
+        memcpy(r + FILE_HEADER, name, len);
     }
     return 0;
 }
@@ -153,6 +185,48 @@ static int parse_length(bench_parser *ps, size_t max_reply, const unsigned char 
     return 0;
 }
 
+/* Version-1 file frames: data payloads are skipped and counted, the end
+ * frame completes a reply; an error frame, another version or type, or a
+ * response or end frame longer than a name and a size can be, is -EPROTO. */
+static int parse_file(bench_parser *ps, const unsigned char *data, size_t n, uint64_t *replies)
+{
+    while (n > 0) {
+        if (ps->skip > 0) {
+            size_t take = ps->skip < n ? (size_t)ps->skip : n;
+            ps->skip -= take;
+            if (ps->type == FILE_DATA)
+                ps->data_bytes += take;
+            data += take;
+            n -= take;
+            continue;
+        }
+        size_t take = FILE_HEADER - ps->head_len;
+        if (take > n)
+            take = n;
+        memcpy(ps->head + ps->head_len, data, take);
+        ps->head_len += (unsigned)take;
+        data += take;
+        n -= take;
+        if (ps->head_len < FILE_HEADER)
+            return 0;
+        ps->head_len = 0;
+        const unsigned char *h = ps->head;
+        uint64_t len = (uint64_t)h[2] << 24 | (uint64_t)h[3] << 16 | (uint64_t)h[4] << 8 | h[5];
+        if (h[0] != 1)
+            return -EPROTO;
+        if (h[1] == FILE_END && len == 0)
+            (*replies)++;
+        else if (h[1] == FILE_RESPONSE && len <= TK_BENCH_MAX_FILE_NAME + 32)
+            ps->skip = len;
+        else if (h[1] == FILE_DATA)
+            ps->skip = len;
+        else
+            return -EPROTO; /* an error frame: the file cannot be had */
+        ps->type = h[1];
+    }
+    return 0;
+}
+
 /* One complete json reply line, of which head holds the first bytes:
  * 1 a reply with the expected id, 0 the banner, -EPROTO anything else. */
 static int json_line(bench_parser *ps, unsigned nreq)
@@ -202,6 +276,7 @@ int bench_parse(bench_parser *ps, const bench_pattern *pat, tk_bench_mode mode,
     switch (mode) {
     case TK_BENCH_LENGTH: return parse_length(ps, pat->max_reply, data, n, replies);
     case TK_BENCH_JSON: return parse_json(ps, pat->nreq, data, n, replies);
+    case TK_BENCH_FILE: return parse_file(ps, data, n, replies);
     default: *replies += count_lines(data, n); return 0;
     }
 }

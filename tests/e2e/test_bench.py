@@ -327,3 +327,141 @@ def test_mode_usage_errors(echo_server):
     # A length frame may be empty.
     cp = run_tcpkit(["bench", addr, "--mode", "length", "-s", "0", "--help"])
     assert cp.returncode == 0
+
+
+
+@pytest.mark.parametrize("mode", ["line", "length", "json"])
+def test_find_max_rate_probes_reuse_the_pooled_connections(mode, server_factory):
+    if mode == "length":
+        srv = FrameCounter()
+    else:
+        srv = server_factory(["--listen", "127.0.0.1:0", "--framing", mode])
+    try:
+        cp = bench(srv, "--mode", mode, "-c", "3", "-t", "2", "--find-max-rate", "--p99",
+                   "200ms", "-d", "0.2", "--warmup", "0", timeout=120)
+        probes = re.findall(r"^probe \d+:", cp.stdout.decode(), re.M)
+        assert len(probes) >= 2, cp.stdout.decode()
+        # Every probe ran on the same three connections.
+        if mode == "length":
+            assert srv.conns == 3
+        elif mode == "json":
+            assert json_stats(srv)["conns_total"] == 3 + 1  # + the STATS connection
+        else:
+            assert int(stats(srv)["conns_total"]) == 3 + 1
+    finally:
+        if mode == "length":
+            srv.close()
+
+
+def test_single_runs_return_their_connections_in_step(echo_server):
+    # Duration runs end with replies in flight: they are read before the
+    # connections go back, so the server's count still matches the replies.
+    r = bench_json(echo_server, "-c", "3", "-t", "2", "-p", "4", "-d", "0.3")
+    assert r["errors"] == 0
+    assert r["sent"] == r["received"], r
+    assert int(stats(echo_server)["messages"]) == r["received"]
+
+
+# ---- --mode chat -------------------------------------------------------------
+
+
+@pytest.fixture
+def chat_server(server_factory):
+    # --flood-rate 0: the default 10 messages per second per client would
+    # refuse most of a benchmark's messages.
+    return server_factory(["--listen", "127.0.0.1:0", "--ephemeral", "--mode", "json",
+                           "--flood-rate", "0"], command="chat-server")
+
+
+def chat_stats(server):
+    c = server.connect()
+    try:
+        r = c.jrequest(STATS_REQ)
+    finally:
+        c.close()
+    assert r.get("type") == "STATS", r
+    return r["payload"]
+
+
+@pytest.mark.parametrize("rate", [None, "400"])
+def test_chat_mode_every_receiver_gets_every_message(chat_server, rate):
+    extra = ["--rate", rate] if rate else []
+    r = bench_json(chat_server, "--mode", "chat", "--receivers", "4", "--senders", "2",
+                   "--requests", "150", *extra)
+    assert r["request_mode"] == "chat"
+    assert r["mode"] == ("open" if rate else "closed")
+    assert r["connected"] == 6
+    assert r["errors"] == 0 and r["timeouts"] == 0
+    assert r["sent"] == 150
+    assert r["per_receiver_min"] == r["per_receiver_max"] == 150
+    assert r["deliveries"] == r["received"] == r["requests"] == 4 * 150
+    assert r["min_us"] <= r["p50_us"] <= r["p99_us"] <= r["max_us"]
+    s = chat_stats(chat_server)
+    assert s["messages"] == 150
+    # Senders are in the room too, and join events count as deliveries.
+    assert s["deliveries"] >= 6 * 150
+
+
+def test_chat_mode_text_output(chat_server):
+    out = bench(chat_server, "--mode", "chat", "--receivers", "2", "--senders", "1",
+                "--requests", "20").stdout.decode()
+    assert "mode chat" in out, out
+    assert re.search(r"^chat: 2 receivers, 1 senders  messages sent 20  deliveries 40 "
+                     r"\(per receiver 20 to 20\)$", out, re.M), out
+
+
+def test_chat_mode_against_an_echo_server_fails(echo_server):
+    rc, r, err = run_bench_json_rc(echo_server, "--mode", "chat", "--receivers", "1",
+                                   "--senders", "1", "--requests", "5", "--connect-timeout", "1")
+    assert rc == 1, (r, err)
+    assert r["requests"] == 0
+
+
+# ---- --mode file -------------------------------------------------------------
+
+
+@pytest.fixture
+def file_server(server_factory, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello.txt").write_bytes(b"hello, tcpkit\n")
+    (root / "big.bin").write_bytes(bytes(range(256)) * 10000)  # 2,560,000 B: 3 data frames
+    return server_factory(["--listen", "127.0.0.1:0", "--root", str(root)],
+                          command="file-server")
+
+
+@pytest.mark.parametrize("name,size", [("hello.txt", 14), ("big.bin", 2560000)])
+def test_file_mode_downloads_exact_bytes(file_server, name, size):
+    n = 40
+    r = bench_json(file_server, "--mode", "file", "--file", name, "-c", "3", "-t", "2", "-p", "2",
+                   "--requests", str(n))
+    assert r["request_mode"] == "file" and r["file"] == name
+    assert r["sent"] == r["received"] == n
+    assert r["errors"] == 0 and r["timeouts"] == 0
+    # file_bytes covers the whole run: every download, every byte.
+    assert r["file_bytes"] == n * size
+    # bytes_in covers only the measured window, which may open mid-run:
+    # at most the whole run's frames (response, data frames, end each).
+    data_frames = -(-size // (1024 * 1024))
+    reply = 6 + len(f"{name}:{size}") + data_frames * 6 + size + 6
+    assert 0 < r["bytes_in"] <= n * reply
+
+
+def test_file_mode_text_output(file_server):
+    out = bench(file_server, "--mode", "file", "--file", "hello.txt", "-c", "2",
+                "--requests", "10").stdout.decode()
+    assert re.search(r"^throughput \d+ downloads/s  \(\d+\.\d MB/s in; file bytes 140, whole run\)$",
+                     out, re.M), out
+
+
+def test_file_mode_missing_file_is_an_error(file_server):
+    rc, r, err = run_bench_json_rc(file_server, "--mode", "file", "--file", "nope", "-c", "1",
+                                   "--requests", "3")
+    assert rc == 1
+    assert r["errors"] >= 1 and r["received"] == 0
+
+
+def test_file_mode_needs_a_file_name(file_server):
+    for args in (["--mode", "file"], ["--file", "hello.txt"]):
+        cp = run_tcpkit(["bench", fmt_addr(file_server.addr)] + args, timeout=30)
+        assert cp.returncode == 2, cp.stderr.decode()

@@ -111,6 +111,61 @@ static void test_json_replies_check_ids(void **state)
     bench_pattern_free(&p);
 }
 
+static void test_file_pattern_is_v1_requests(void **state)
+{
+    (void)state;
+    bench_pattern p;
+    assert_int_equal(bench_pattern_make_file(&p, "a.txt"), 0);
+    assert_int_equal(p.req_len, 11);
+    assert_memory_equal(p.bytes, "\1\1\0\0\0\5a.txt\1\1\0\0\0\5a.txt", 22);
+    assert_int_equal(p.len % 11, 0);
+    bench_pattern_free(&p);
+    assert_int_equal(bench_pattern_make_file(&p, ""), -EINVAL);
+    assert_int_equal(bench_pattern_make_file(&p, NULL), -EINVAL);
+}
+
+/* Fed whole and one byte at a time, as parse_both, also checking the file
+ * bytes counted. */
+static int parse_file_both(const bench_pattern *pat, const unsigned char *data, size_t n,
+                           uint64_t *replies, uint64_t *bytes)
+{
+    bench_parser a, b;
+    uint64_t ra = 0, rb = 0;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    int ea = bench_parse(&a, pat, TK_BENCH_FILE, data, n, &ra);
+    int eb = 0;
+    for (size_t i = 0; i < n && eb == 0; i++)
+        eb = bench_parse(&b, pat, TK_BENCH_FILE, data + i, 1, &rb);
+    assert_int_equal(ea, eb);
+    assert_int_equal(ra, rb);
+    assert_int_equal(a.data_bytes, b.data_bytes);
+    *replies = ra;
+    *bytes = a.data_bytes;
+    return ea;
+}
+
+static void test_file_replies_end_at_the_end_frame(void **state)
+{
+    (void)state;
+    bench_pattern p;
+    uint64_t r, bytes;
+    assert_int_equal(bench_pattern_make_file(&p, "a.txt"), 0);
+    /* A 5-byte file in two data frames, an empty file, then half a header. */
+    const unsigned char in[] = "\1\2\0\0\0\7a.txt:5\1\3\0\0\0\3abc\1\3\0\0\0\2de\1\4\0\0\0\0"
+                               "\1\2\0\0\0\7a.txt:0\1\4\0\0\0\0\1\2\0";
+    assert_int_equal(parse_file_both(&p, in, sizeof(in) - 1, &r, &bytes), 0);
+    assert_int_equal(r, 2);
+    assert_int_equal(bytes, 5);
+    /* An error frame: the file cannot be had. */
+    const unsigned char err[] = "\1\5\0\0\0\16File not found";
+    assert_int_equal(parse_file_both(&p, err, sizeof(err) - 1, &r, &bytes), -EPROTO);
+    /* Not version 1. */
+    assert_int_equal(parse_file_both(&p, (const unsigned char *)"ECHO: x\n", 8, &r, &bytes),
+                     -EPROTO);
+    bench_pattern_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +173,8 @@ int main(void)
         cmocka_unit_test(test_length_pattern_and_replies),
         cmocka_unit_test(test_json_pattern_has_fixed_size_and_ids),
         cmocka_unit_test(test_json_replies_check_ids),
+        cmocka_unit_test(test_file_pattern_is_v1_requests),
+        cmocka_unit_test(test_file_replies_end_at_the_end_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
