@@ -69,7 +69,17 @@ typedef struct {
     bench_pattern pat; /* the requests every connection sends, back to back */
     tk_pool *pool;     /* cfg->pool or our own; NULL in connect mode */
     int own_pool;
+    uint32_t warmup_ms;    /* the warm-up this run has (the default resolved) */
+    uint64_t measure_from; /* with no warm-up: the run's start, measured from there */
 } bench_shared;
+
+/* The warm-up a configuration asks for, its default resolved. */
+static uint32_t warmup_of(const tk_bench_config *cfg)
+{
+    if (cfg->warmup_ms != UINT32_MAX)
+        return cfg->warmup_ms;
+    return cfg->duration_ms / 5 < 1000 ? cfg->duration_ms / 5 : 1000;
+}
 
 typedef struct bench_thread bench_thread;
 
@@ -922,7 +932,7 @@ static uint64_t live_replies(bench_thread *ths, unsigned n)
 static uint64_t measure(bench_shared *sh, bench_thread *ths, unsigned n, size_t *per_sec_n)
 {
     const tk_bench_config *cfg = sh->cfg;
-    uint64_t start = tk_clock_us();
+    uint64_t start = sh->measure_from ? sh->measure_from : tk_clock_us();
     uint64_t end = start + (uint64_t)cfg->duration_ms * 1000;
     uint64_t prev = 0;
 
@@ -965,9 +975,7 @@ static uint64_t conduct(bench_shared *sh, bench_thread *ths, unsigned n, size_t 
     if (alive_now(sh) == 0)
         return 0;
 
-    uint32_t warmup = cfg->warmup_ms;
-    if (warmup == UINT32_MAX)
-        warmup = cfg->duration_ms / 5 < 1000 ? cfg->duration_ms / 5 : 1000;
+    uint32_t warmup = sh->warmup_ms;
     if (warmup > 0) {
         deadline = deadline_after(warmup);
         wait_zero(sh, &sh->alive, &deadline);
@@ -1033,7 +1041,11 @@ static int shared_init(bench_shared *sh, const tk_bench_config *cfg)
     /* Connect mode has no lasting connections to wait for or to lose. */
     sh->dialing = cfg->mode == TK_BENCH_CONNECT ? 0 : cfg->connections;
     sh->alive = cfg->mode == TK_BENCH_CONNECT ? cfg->connections : 0;
-    atomic_init(&sh->phase, PHASE_WARMUP);
+    /* With no warm-up every request is measured, from the run's start: a
+     * short --requests run may otherwise be over before the window opens. */
+    sh->warmup_ms = warmup_of(cfg);
+    sh->measure_from = sh->warmup_ms == 0 ? tk_clock_us() : 0;
+    atomic_init(&sh->phase, sh->warmup_ms == 0 ? PHASE_MEASURE : PHASE_WARMUP);
     atomic_init(&sh->budget, cfg->requests);
     atomic_init(&sh->settled, 0);
     int err = cfg->mode == TK_BENCH_FILE ? bench_pattern_make_file(&sh->pat, cfg->file)

@@ -437,6 +437,9 @@ def test_file_mode_downloads_exact_bytes(file_server, name, size):
                    "--requests", str(n))
     assert r["request_mode"] == "file" and r["file"] == name
     assert r["sent"] == r["received"] == n
+    # With no warm-up (the --requests default) every request is measured,
+    # even when the run is over before the threads have all connected.
+    assert r["requests"] == r["sent_measured"] == n
     assert r["errors"] == 0 and r["timeouts"] == 0
     # file_bytes covers the whole run: every download, every byte.
     assert r["file_bytes"] == n * size
