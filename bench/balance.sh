@@ -427,20 +427,7 @@ fi
 # back, so a ratio within a round is not skewed by the machine slowing down
 # between rounds).
 # shellcheck disable=SC2016 # awk code, not shell
-TABLE_AWK='
-function str(k,   m) { return match($0, "\"" k "\":\"[^\"]*\"") ? substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 5) : "" }
-function num(k) { return match($0, "\"" k "\":-?[0-9.]+") ? substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3) + 0 : 0 }
-function median(arr, cnt,   a, b, v, tmp) {
-    for (a = 1; a <= cnt; a++) { # insertion sort; a handful of rounds
-        v = arr[a]
-        for (b = a - 1; b >= 1 && tmp[b] > v; b--)
-            tmp[b + 1] = tmp[b]
-        tmp[b + 1] = v
-    }
-    for (a = 1; a <= cnt; a++)
-        arr[a] = tmp[a]
-    return cnt % 2 ? tmp[(cnt + 1) / 2] : (tmp[cnt / 2] + tmp[cnt / 2 + 1]) / 2
-}
+TABLE_AWK="$AWK_LIB"'
 {
     k = str("scenario") " " str("server")
     if (!(k in n))

@@ -20,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/bench/out
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 TCPKIT=$ROOT/build/tcpkit
 ROUNDS=${BENCH_ROUNDS:-3}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
@@ -150,21 +152,8 @@ run_bench() {
 # every other port closed, so both scanners agree.
 echo
 # shellcheck disable=SC2016 # awk code, not shell
-awk -v want="$LISTEN" '
-function str(k) { return match($0, "\"" k "\":\"[^\"]*\"") ? substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 5) : "" }
-function num(k) { return match($0, "\"" k "\":-?[0-9.]+") ? substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3) + 0 : 0 }
+awk -v want="$LISTEN" "$AWK_LIB"'
 function list(k) { return match($0, "\"" k "\":\\[[^]]*\\]") ? substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 5) : "" }
-function median(arr, cnt,   a, b, v, tmp) {
-    for (a = 1; a <= cnt; a++) {
-        v = arr[a]
-        for (b = a - 1; b >= 1 && tmp[b] > v; b--)
-            tmp[b + 1] = tmp[b]
-        tmp[b + 1] = v
-    }
-    for (a = 1; a <= cnt; a++)
-        arr[a] = tmp[a]
-    return cnt % 2 ? tmp[(cnt + 1) / 2] : (tmp[cnt / 2] + tmp[cnt / 2 + 1]) / 2
-}
 BEGIN {
     gsub(/ /, ",", want)
     bad = 0
