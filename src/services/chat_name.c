@@ -13,9 +13,13 @@
  * whitespace, control (Cc) and format (Cf: bidi overrides, zero-width). */
 static int bad_name_char(UChar32 cp)
 {
+    /* Default-ignorable code points (U+034F, variation selectors, ...) are
+     * invisible and vanish from the NFKC case-folded key: a name made of
+     * them alone would have an empty key. */
     int8_t t = u_charType(cp);
     return u_isUWhiteSpace(cp) || t == U_CONTROL_CHAR || t == U_FORMAT_CHAR || t == U_UNASSIGNED ||
-           t == U_SURROGATE || t == U_PRIVATE_USE_CHAR;
+           t == U_SURROGATE || t == U_PRIVATE_USE_CHAR ||
+           u_hasBinaryProperty(cp, UCHAR_DEFAULT_IGNORABLE_CODE_POINT);
 }
 
 int tk_chat_name_check(const unsigned char *s, size_t n, unsigned max_chars)

@@ -311,6 +311,10 @@ static void names_format_and_invisible(void **state)
                 "ecila",
                 TK_CHAT_NAME_CHAR);
     expect_name("al\xe2\x80\x8bice", TK_CHAT_NAME_CHAR); /* U+200B ZERO WIDTH SPACE */
+    /* Default-ignorable, not a format character: invisible, and gone from
+     * the key, so alone it would make an empty key (found by fuzz_chat_text). */
+    expect_name("\xcd\x8f", TK_CHAT_NAME_CHAR);          /* U+034F COMBINING GRAPHEME JOINER */
+    expect_name("bob\xef\xb8\x8f", TK_CHAT_NAME_CHAR);   /* U+FE0F VARIATION SELECTOR-16 */
     expect_name("al\xe2\x80\x8dice", TK_CHAT_NAME_CHAR); /* U+200D ZERO WIDTH JOINER */
     expect_name("\xef\xbb\xbf"
                 "alice",
