@@ -134,12 +134,22 @@ static char *read_config(const char *path, size_t *len, char *err, size_t errcap
         size_t got = 0;
         while (got < (size_t)st.st_size) {
             ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
+            if (n < 0 && errno == EINTR)
+                continue;
             if (n <= 0)
                 break;
             got += (size_t)n;
         }
-        text[got] = 0;
-        *len = got;
+        if (got < (size_t)st.st_size) {
+            /* Never apply half a file: it shrank or failed while being read. */
+            snprintf(err, errcap, "%s: %s", path,
+                     got ? "changed while being read" : strerror(errno ? errno : EIO));
+            free(text);
+            text = NULL;
+        } else {
+            text[got] = 0;
+            *len = got;
+        }
     } else {
         snprintf(err, errcap, "out of memory");
     }
