@@ -10,7 +10,7 @@ VERSION := 0.1.0
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
-PKGS    := jansson icu-uc libedit sqlite3 libcrypto libzstd
+PKGS    := jansson icu-uc libedit sqlite3 libssl libcrypto libzstd
 
 ifeq ($(SAN),1)
 BUILD   ?= build-san

@@ -21,6 +21,7 @@
 #include "tcpkit/buf.h"
 #include "tcpkit/loop.h"
 #include "tcpkit/metrics.h"
+#include "tcpkit/tls.h"
 
 typedef struct tk_conn tk_conn;
 
@@ -34,6 +35,7 @@ typedef enum {
     TK_CLOSE_SHUTDOWN, /* server shutdown */
     TK_CLOSE_RESET,    /* the peer reset the connection */
     TK_CLOSE_ERROR,    /* another socket error */
+    TK_CLOSE_TLS,      /* TLS failed: handshake refused or timed out, not TLS, bad record */
     TK_CLOSE_REASONS
 } tk_close_reason;
 
@@ -53,6 +55,9 @@ typedef struct {
      * returns (never from inside tk_conn_close): the connection is gone
      * once it returns (optional). */
     void (*on_close)(tk_conn *c, tk_close_reason why, int err);
+    /* A TLS connection finished its handshake (optional; never called for
+     * plain connections). */
+    void (*on_ready)(tk_conn *c);
 } tk_conn_handler;
 
 typedef struct {
@@ -73,6 +78,23 @@ void tk_conn_limits_init(tk_conn_limits *l);
  * Returns 0 or a negative errno. */
 int tk_conn_new(tk_loop *loop, int fd, const tk_conn_handler *h, const tk_conn_limits *lim,
                 void *data, tk_conn **out);
+
+/* Makes c speak TLS with ctx (a server or client context; NULL leaves c
+ * plain and returns 0). Call right after tk_conn_new(), before any byte has
+ * moved. Output queued before the handshake completes goes out after it;
+ * input is delivered only after it. A handshake that fails or passes the
+ * context's timeout closes c with TK_CLOSE_TLS, dropping queued output; a
+ * server whose client does not open with a TLS record (plain text) shuts
+ * the connection down cleanly. peer_name: see tk_tls_new(). Returns 0, or
+ * a negative errno with c closed. */
+int tk_conn_start_tls(tk_conn *c, tk_tls_ctx *ctx, const char *peer_name);
+
+/* The TLS session, or NULL for a plain connection. */
+tk_tls *tk_conn_tls(const tk_conn *c);
+
+/* Why TLS failed on c, for logs and users; "" if it has not failed. Valid
+ * until on_close returns. */
+const char *tk_conn_tls_error(const tk_conn *c);
 
 /* The service's pointer given to tk_conn_new. */
 void *tk_conn_data(const tk_conn *c);

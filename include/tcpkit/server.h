@@ -13,6 +13,7 @@
 
 #include "tcpkit/addr.h"
 #include "tcpkit/loop.h"
+#include "tcpkit/tls.h"
 #include "tcpkit/workers.h"
 
 typedef struct tk_server tk_server;
@@ -43,6 +44,7 @@ typedef struct {
     unsigned max_clients; /* 0: no limit */
     const void *busy_msg; /* sent to a client over the limit, then closed */
     size_t busy_len;
+    tk_tls_ctx *tls; /* a server context: every TCP client speaks TLS; NULL: plain */
 } tk_server_config;
 
 /* Resolves and binds every listen address on every loop of w (port 0 is
@@ -54,6 +56,9 @@ int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_
 /* Number of distinct bound addresses, and address i as really bound. */
 size_t tk_server_bound_count(const tk_server *s);
 const tk_addr *tk_server_bound(const tk_server *s, size_t i);
+
+/* The TLS context clients of s must be given (tk_conn_start_tls), or NULL. */
+tk_tls_ctx *tk_server_tls(const tk_server *s);
 
 /* Must be called (on that loop) when a client accepted on loop i is closed,
  * so the client limit counts it out. */

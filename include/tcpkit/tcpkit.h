@@ -24,6 +24,7 @@
 #include "tcpkit/server.h"
 #include "tcpkit/sock.h"
 #include "tcpkit/text.h"
+#include "tcpkit/tls.h"
 #include "tcpkit/workers.h"
 
 #endif

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/opts.h"
 #include "cli/run.h"
+#include "cli/tls_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
@@ -132,7 +133,7 @@ static const char usage_text[] =
     "      --kdf-cost N          scrypt cost 2^N for new passwords (default 15, 10..20)\n"
     "      --keepalive IDLE[,INTVL[,COUNT]]  TCP keepalive (default 60,10,6; 0: off)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
-    "      --log-format FORMAT   text (default) or json\n"
+    "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
     "  -h, --help                this help\n";
 
 enum {
@@ -325,9 +326,12 @@ int chat_server_main(int argc, char **argv)
         {"keepalive", required_argument, NULL, O_KEEPALIVE},
         {"log-level", required_argument, NULL, O_LOG_LEVEL},
         {"log-format", required_argument, NULL, O_LOG_FORMAT},
+        TLS_SERVER_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    tls_opts tls_o;
+    tls_opts_init(&tls_o);
     chat_options o;
     chat_options_init(&o, "chat-server");
     int ch;
@@ -337,7 +341,13 @@ int chat_server_main(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         }
-        int rc = chat_option(&o, ch, optarg);
+        int rc = tls_option(&tls_o, o.cmd, ch, optarg);
+        if (rc >= 0) {
+            if (rc)
+                return rc;
+            continue;
+        }
+        rc = chat_option(&o, ch, optarg);
         if (rc)
             return rc;
     }
@@ -352,10 +362,15 @@ int chat_server_main(int argc, char **argv)
         return rc;
     if (chat_options_finish(&o))
         return 1;
+    tk_tls_ctx *tls = NULL;
+    if ((rc = tls_build(&tls_o, o.cmd, 1, &tls)) != 0)
+        return rc;
+    o.server.tls = tls;
     tk_workers *w = NULL;
     rc = tk_workers_new(1, &w);
     if (rc < 0) {
         tk_error("cannot create the event loop: %s", strerror(-rc));
+        tk_tls_ctx_free(tls);
         return 1;
     }
     tk_chat *chat = NULL;
@@ -367,6 +382,7 @@ int chat_server_main(int argc, char **argv)
     }
     tk_chat_free(chat);
     tk_workers_free(w);
+    tk_tls_ctx_free(tls);
     return status;
 }
 

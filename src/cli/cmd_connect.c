@@ -23,6 +23,7 @@
 
 #include "cli/commands.h"
 #include "cli/opts.h"
+#include "cli/tls_opts.h"
 #include "cli/term.h"
 #include "tcpkit/conn.h"
 #include "tcpkit/dial.h"
@@ -48,7 +49,9 @@ typedef struct {
     int status;
     uint32_t idle_ms;
     tk_sockopts sockopts;
-    tk_defer pump;      /* reads a regular-file stdin, which epoll cannot watch */
+    tk_defer pump;   /* reads a regular-file stdin, which epoll cannot watch */
+    tk_tls_ctx *tls; /* NULL: plain TCP */
+    const char *tls_name;
     char partial[4096]; /* an unfinished server line, interactive mode */
     size_t partial_len;
 } client;
@@ -65,7 +68,7 @@ static const char usage_text[] =
     "  -4, -6                      IPv4 or IPv6 only\n"
     "      --nodelay               disable Nagle's algorithm\n"
     "      --keepalive             send TCP keepalive probes (after 60 s idle)\n"
-    "      --raw                   piped behaviour even on a terminal\n"
+    "      --raw                   piped behaviour even on a terminal\n" TLS_CLIENT_HELP
     "  -h, --help                  this help\n"
     "\n"
     "exit status: 0 done, 1 error, 2 usage, 3 refused, 4 timed out, 5 dropped\n";
@@ -129,6 +132,10 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
     case TK_CLOSE_IDLE:
         fprintf(stderr, "tcpkit connect: idle timeout\n");
         cl->status = EXIT_TIMEOUT;
+        break;
+    case TK_CLOSE_TLS:
+        fprintf(stderr, "tcpkit connect: tls: %s\n", tk_conn_tls_error(c));
+        cl->status = 1;
         break;
     default:
         fprintf(stderr, "tcpkit connect: connection dropped (%s%s%s)\n", tk_close_reason_name(why),
@@ -227,7 +234,8 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
     lim.high_water = 4 * 1024 * 1024; /* the server's output is never paused */
     lim.max_output = 64 * 1024 * 1024;
     lim.linger_ms = 0;
-    if (tk_conn_new(loop, fd, &handler, &lim, cl, &cl->conn) < 0) {
+    if (tk_conn_new(loop, fd, &handler, &lim, cl, &cl->conn) < 0 ||
+        tk_conn_start_tls(cl->conn, cl->tls, cl->tls_name) < 0) {
         cl->status = 1;
         cl->finished = 1;
         tk_loop_stop(loop);
@@ -323,12 +331,15 @@ int cmd_connect(int argc, char **argv)
         {"nodelay", no_argument, NULL, O_NODELAY},
         {"keepalive", no_argument, NULL, O_KEEPALIVE},
         {"raw", no_argument, NULL, O_RAW},
+        TLS_CLIENT_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     client cl = {.status = 1};
     uint32_t connect_ms = 10 * 1000;
-    int family = AF_UNSPEC, raw = 0, ch;
+    int family = AF_UNSPEC, raw = 0, ch, rc;
+    tls_opts tls_o;
+    tls_opts_init(&tls_o);
     tk_sockopts_init(&cl.sockopts);
     optind = 1;
     while ((ch = getopt_long(argc, argv, "46h", longopts, NULL)) != -1) {
@@ -350,7 +361,14 @@ int cmd_connect(int argc, char **argv)
             break;
         case O_RAW: raw = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: fprintf(stderr, "Try 'tcpkit connect --help'.\n"); return 2;
+        default:
+            if ((rc = tls_option(&tls_o, "connect", ch, optarg)) >= 0) {
+                if (rc)
+                    return rc;
+                break;
+            }
+            fprintf(stderr, "Try 'tcpkit connect --help'.\n");
+            return 2;
         }
     }
     if (argc - optind != 1)
@@ -366,14 +384,21 @@ int cmd_connect(int argc, char **argv)
         fprintf(stderr, "tcpkit connect: cannot resolve '%s'\n", argv[optind]);
         return 1;
     }
+    char tls_name[TK_HOST_MAX];
+    if ((rc = tls_build(&tls_o, "connect", 0, &cl.tls)) != 0)
+        return rc;
+    cl.tls_name = tls_peer_name(&tls_o, argv[optind], tls_name);
     signal(SIGPIPE, SIG_IGN);
     cl.interactive = !raw && isatty(0) && isatty(1);
     if (cl.interactive)
         setlocale(LC_CTYPE, "");
-    if (tk_loop_new(&cl.loop) < 0)
+    if (tk_loop_new(&cl.loop) < 0) {
+        tk_tls_ctx_free(cl.tls);
         return 1;
+    }
     if (tk_dial_start(cl.loop, addrs, (size_t)n, connect_ms, on_connected, &cl, NULL) < 0) {
         tk_loop_free(cl.loop);
+        tk_tls_ctx_free(cl.tls);
         return 1;
     }
     tk_loop_run(cl.loop);
@@ -388,5 +413,6 @@ int cmd_connect(int argc, char **argv)
     if (cl.in_io.live)
         tk_io_stop(cl.loop, &cl.in_io);
     tk_loop_free(cl.loop);
+    tk_tls_ctx_free(cl.tls);
     return cl.status;
 }

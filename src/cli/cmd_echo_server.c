@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/echo_setup.h"
 #include "cli/opts.h"
+#include "cli/tls_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
@@ -37,7 +38,7 @@ static const char usage_text[] =
     "      --linger SECS         SO_LINGER on client sockets (default: unset)\n"
     "      --sndbuf BYTES, --rcvbuf BYTES  socket buffer sizes\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
-    "      --log-format FORMAT   text (default) or json\n"
+    "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
     "  -h, --help                this help\n";
 
 int cmd_echo_server(int argc, char **argv)

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/files_setup.h"
 #include "cli/opts.h"
+#include "cli/tls_opts.h"
 #include "cli/run.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
@@ -47,7 +48,7 @@ static const char usage_text[] =
     "      --shutdown-timeout SECS  time transfers get to finish on SIGTERM (default 10)\n"
     "      --keepalive IDLE[,INTVL[,COUNT]]  TCP keepalive (default 60,10,6; 0: off)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
-    "      --log-format FORMAT   text (default) or json\n"
+    "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
     "  -h, --help                this help\n";
 
 int cmd_file_server(int argc, char **argv)
@@ -65,11 +66,14 @@ int cmd_file_server(int argc, char **argv)
         {"log-level", required_argument, NULL, FO_LOG_LEVEL},
         {"log-format", required_argument, NULL, FO_LOG_FORMAT},
         {"threads", required_argument, NULL, 't'},
+        TLS_SERVER_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
     unsigned long v;
+    tls_opts tls_o;
+    tls_opts_init(&tls_o);
     optind = 1;
     while ((ch = getopt_long(argc, argv, "l:r:t:h", longopts, NULL)) != -1) {
         switch (ch) {
@@ -89,7 +93,13 @@ int cmd_file_server(int argc, char **argv)
         case '?': fprintf(stderr, "Try 'tcpkit %s --help'.\n", o.cmd); return 2;
         default: break;
         }
-        int rc = files_option(&o, ch, optarg);
+        int rc = tls_option(&tls_o, o.cmd, ch, optarg);
+        if (rc >= 0) {
+            if (rc)
+                return rc;
+            continue;
+        }
+        rc = files_option(&o, ch, optarg);
         if (rc)
             return rc < 0 ? 2 : rc;
     }
@@ -104,10 +114,15 @@ int cmd_file_server(int argc, char **argv)
         return rc;
     if (files_options_finish(&o))
         return 1;
+    tk_tls_ctx *tls = NULL;
+    if ((rc = tls_build(&tls_o, o.cmd, 1, &tls)) != 0)
+        return rc;
+    o.server.tls = tls;
     tk_workers *w = NULL;
     rc = tk_workers_new(o.threads, &w);
     if (rc < 0) {
         tk_error("cannot create %u event loops: %s", o.threads, strerror(-rc));
+        tk_tls_ctx_free(tls);
         return 1;
     }
     tk_files *files = NULL;
@@ -119,5 +134,6 @@ int cmd_file_server(int argc, char **argv)
     }
     tk_files_free(files);
     tk_workers_free(w);
+    tk_tls_ctx_free(tls);
     return status;
 }

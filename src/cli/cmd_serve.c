@@ -41,7 +41,7 @@ static const char usage_text[] =
     "      --idle-timeout SECS   close echo clients silent this long (default 300, 0: never)\n"
     "      --shutdown-timeout SECS  time given to finish on SIGTERM (default 10)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
-    "      --log-format FORMAT   text (default) or json\n"
+    "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
     "  -h, --help                this help\n"
     "\n"
     "Every echo-server option is accepted too and applies to the echo service;\n"
@@ -111,11 +111,16 @@ int cmd_serve(int argc, char **argv)
     if (chat_options_finish(&co) || files_options_finish(&fo))
         return 1;
     co.shutdown_ms = o.shutdown_ms;
+    tk_tls_ctx *tls = NULL;
+    if ((rc = tls_build(&o.tls, o.cmd, 1, &tls)) != 0)
+        return rc;
+    o.server.tls = co.server.tls = fo.server.tls = tls;
 
     tk_workers *w = NULL;
     rc = tk_workers_new(o.threads, &w);
     if (rc < 0) {
         tk_error("cannot create %u event loops: %s", o.threads, strerror(-rc));
+        tk_tls_ctx_free(tls);
         return 1;
     }
     tk_echo *echo = NULL;
@@ -140,5 +145,6 @@ int cmd_serve(int argc, char **argv)
     tk_chat_free(chat);
     tk_echo_free(echo);
     tk_workers_free(w);
+    tk_tls_ctx_free(tls);
     return status;
 }

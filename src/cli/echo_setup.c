@@ -24,6 +24,7 @@ void echo_options_init(echo_options *o, const char *cmd)
     o->echo.sockopts.ka_idle_s = 60;
     o->echo.sockopts.ka_intvl_s = 10;
     o->echo.sockopts.ka_count = 6;
+    tls_opts_init(&o->tls);
 }
 
 int echo_option(echo_options *o, int ch, const char *arg)
@@ -112,7 +113,11 @@ int echo_option(echo_options *o, int ch, const char *arg)
             return opt_usage_error(o->cmd, "bad --threads '%s' (1 to %d)", arg, MAX_THREADS);
         o->threads = (unsigned)v;
         return 0;
-    default:
+    default: {
+        int rc = tls_option(&o->tls, o->cmd, ch, arg);
+        if (rc >= 0)
+            return rc;
+    }
         /* getopt_long already named the bad option. */
         fprintf(stderr, "Try 'tcpkit %s --help'.\n", o->cmd);
         return 2;
@@ -149,17 +154,27 @@ int echo_run(echo_options *o)
     tk_echo *echo = NULL;
     tk_server *server = NULL;
     int status = 1;
+    tk_tls_ctx *tls = NULL;
+    if ((rc = tls_build(&o->tls, o->cmd, 1, &tls)) != 0)
+        return rc;
+    if (tls && o->server.udp) {
+        tk_tls_ctx_free(tls);
+        return opt_usage_error(o->cmd, "TLS is for TCP; --udp takes no --tls-cert");
+    }
+    o->server.tls = tls;
 
     rc = tk_workers_new(o->threads, &w);
     if (rc < 0) {
         tk_error("cannot create %u event loops: %s", o->threads, strerror(-rc));
+        tk_tls_ctx_free(tls);
         return 1;
     }
     if (echo_build(o, w, &echo, &server) == 0) {
-        run_entry entry = {server, o->server.udp ? "echo, udp" : "echo"};
+        run_entry entry = {server, o->server.udp ? "echo, udp" : tls ? "echo, tls" : "echo"};
         status = run_servers(w, &entry, 1, o->shutdown_ms);
     }
     tk_echo_free(echo);
     tk_workers_free(w);
+    tk_tls_ctx_free(tls);
     return status;
 }

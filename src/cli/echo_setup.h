@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <stdint.h>
 
+#include "cli/tls_opts.h"
 #include "tcpkit/echo.h"
 #include "tcpkit/server.h"
 #include "tcpkit/workers.h"
@@ -51,7 +52,7 @@ enum {
         {"sndbuf", required_argument, NULL, OPT_SNDBUF},                                           \
         {"rcvbuf", required_argument, NULL, OPT_RCVBUF},                                           \
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},                                     \
-        {"log-format", required_argument, NULL, OPT_LOG_FORMAT},                                   \
+        {"log-format", required_argument, NULL, OPT_LOG_FORMAT}, TLS_SERVER_LONGOPTS,              \
     {                                                                                              \
         "threads", required_argument, NULL, OPT_THREADS                                            \
     }
@@ -64,6 +65,7 @@ typedef struct {
     uint32_t shutdown_ms;
     const char *log_level;
     const char *log_format;
+    tls_opts tls; /* TLS for every TCP listener (serve: for all its services) */
 } echo_options;
 
 /* Defaults for every option. */

@@ -13,6 +13,7 @@
 #include "tcpkit/conn.h"
 #include "tcpkit/log.h"
 #include "tcpkit/sock.h"
+#include "tcpkit/tls.h"
 
 /* Reads per readiness event: enough to keep a fast peer moving, few enough
  * that one busy connection cannot starve the others in the same turn. */
@@ -36,7 +37,17 @@ enum {
     F_PAUSE_OUTPUT = 1u << 7, /* output above the high watermark */
     F_WANT_WRITE = 1u << 8,   /* the kernel buffer was full: wait for EPOLLOUT */
     F_REDELIVER = 1u << 9,    /* input held while paused is handed over again */
+    F_TLS_HS = 1u << 10,      /* TLS handshake in progress: no input delivered, no output sent */
+    F_TLS_DEAD = 1u << 11,    /* TLS failed: the socket is only drained, raw, until closed */
+    F_TLS_RWW = 1u << 12,     /* a TLS read waits for the socket to be writable */
+    F_TLS_WWR = 1u << 13,     /* a TLS write waits for the socket to be readable */
+    F_TLS_REREAD = 1u << 14,  /* decrypted input is buffered: read again without an event */
 };
+
+/* The most bytes packed into one TLS write: a full record. */
+#define TK_TLS_RECORD 16384
+/* Plain bytes staged per TLS write of a file range when kernel TLS is off. */
+#define TK_TLS_FILE_STAGE (64 * 1024)
 
 /* A reference-counted open file, for ranges queued with tk_conn_write_file. */
 struct tk_file {
@@ -89,6 +100,9 @@ typedef struct tk_chunk {
 
 static __thread tk_chunk *chunk_cache[TK_CHUNK_CACHE];
 static __thread unsigned chunk_cached;
+/* Per-thread staging for TLS writes (small chunks packed into one record,
+ * file bytes read for encryption); allocated on first use. */
+static __thread unsigned char *tls_stage;
 
 #define TK_CHUNK_DATA (TK_CHUNK_SIZE - sizeof(tk_chunk))
 
@@ -112,6 +126,8 @@ static void cache_drop(void *unused)
     (void)unused;
     while (chunk_cached > 0)
         free(chunk_cache[--chunk_cached]);
+    free(tls_stage);
+    tls_stage = NULL;
 }
 
 static void cache_key_create(void)
@@ -119,16 +135,22 @@ static void cache_key_create(void)
     (void)pthread_key_create(&cache_key, cache_drop);
 }
 
+/* Makes sure the thread's cached memory is freed when the thread ends. */
+static void cache_register(void)
+{
+    if (!cache_registered) {
+        pthread_once(&cache_once, cache_key_create);
+        (void)pthread_setspecific(cache_key, &cache_registered);
+        cache_registered = 1;
+    }
+}
+
 static void chunk_free(tk_chunk *ch)
 {
     tk_shared_unref(ch->shared);
     tk_file_unref(ch->file);
     if (!ch->shared && !ch->file && ch->cap == TK_CHUNK_DATA && chunk_cached < TK_CHUNK_CACHE) {
-        if (!cache_registered) {
-            pthread_once(&cache_once, cache_key_create);
-            (void)pthread_setspecific(cache_key, &cache_registered);
-            cache_registered = 1;
-        }
+        cache_register();
         chunk_cache[chunk_cached++] = ch;
         return;
     }
@@ -144,6 +166,9 @@ struct tk_conn {
     tk_conn_limits lim;
     void *data;
     tk_metrics_slot *metrics;
+    tk_tls *tls;            /* NULL: plain TCP */
+    const char *tls_failed; /* a failure found here rather than by OpenSSL */
+    uint64_t tls_hs_until_ms;
     tk_addr peer;
     tk_buf in;
     tk_chunk *out_head;
@@ -162,7 +187,7 @@ struct tk_conn {
 };
 
 static const char *const reason_names[TK_CLOSE_REASONS] = {
-    "peer", "local", "idle", "stall", "limit", "shutdown", "reset", "error",
+    "peer", "local", "idle", "stall", "limit", "shutdown", "reset", "error", "tls",
 };
 
 const char *tk_close_reason_name(tk_close_reason r)
@@ -281,15 +306,36 @@ static void update_interest(tk_conn *c)
     if (c->flags & F_CLOSED)
         return;
     unsigned want = 0;
+    if (c->flags & F_TLS_HS) {
+        /* The handshake decides what it waits for. */
+        want = (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE) ? TK_WRITE : TK_READ;
+        int err = tk_io_set(c->loop, &c->io, want);
+        if (err < 0)
+            tk_conn_close(c, TK_CLOSE_ERROR, err);
+        return;
+    }
     int reading = !(c->flags & F_EOF) &&
                   ((c->flags & F_CLOSING) || !(c->flags & (F_PAUSE_USER | F_PAUSE_OUTPUT)));
     if (reading)
         want |= TK_READ;
     if (c->flags & F_WANT_WRITE)
         want |= TK_WRITE;
+    /* A TLS read may need to write (and a write to read) before it can go on. */
+    if (reading && (c->flags & F_TLS_RWW))
+        want |= TK_WRITE;
+    if (c->flags & F_TLS_WWR)
+        want |= TK_READ;
     int err = tk_io_set(c->loop, &c->io, want);
-    if (err < 0)
+    if (err < 0) {
         tk_conn_close(c, TK_CLOSE_ERROR, err);
+        return;
+    }
+    /* Decrypted bytes already buffered raise no socket event. */
+    if (reading && c->tls && !(c->flags & F_TLS_DEAD) && tk_tls_pending(c->tls) &&
+        !(c->flags & F_TLS_REREAD)) {
+        c->flags |= F_TLS_REREAD;
+        tk_defer_queue(c->loop, &c->defer);
+    }
 }
 
 /* Re-arms the connection's one timer for its earliest deadline. Only called
@@ -308,6 +354,8 @@ static void arm_timer(tk_conn *c)
             if (stall < deadline)
                 deadline = stall;
         }
+        if ((c->flags & F_TLS_HS) && c->tls_hs_until_ms < deadline)
+            deadline = c->tls_hs_until_ms;
     }
     if (deadline == UINT64_MAX) {
         tk_timer_stop(c->loop, &c->timer);
@@ -330,6 +378,11 @@ static void on_timer(tk_loop *loop, tk_timer *t)
             return;
         }
     } else {
+        if ((c->flags & F_TLS_HS) && now >= c->tls_hs_until_ms) {
+            c->tls_failed = "handshake timed out";
+            tk_conn_close(c, TK_CLOSE_TLS, -ETIMEDOUT);
+            return;
+        }
         if (c->out_bytes && c->lim.stall_timeout_ms &&
             now - c->stall_since_ms >= c->lim.stall_timeout_ms) {
             tk_conn_close(c, TK_CLOSE_STALL, -ETIMEDOUT);
@@ -362,7 +415,8 @@ void tk_conn_close(tk_conn *c, tk_close_reason why, int err)
         return;
     c->flags |= F_CLOSED;
     c->reason = why;
-    c->close_err = err;
+    if (err || !(c->flags & F_TLS_DEAD))
+        c->close_err = err; /* a TLS failure keeps its error through the linger */
     tk_io_stop(c->loop, &c->io);
     tk_timer_stop(c->loop, &c->timer);
     close(c->io.fd);
@@ -377,6 +431,8 @@ static void after_drained(tk_conn *c)
 {
     if ((c->flags & F_SHUT_WANTED) && !(c->flags & F_SHUT_DONE)) {
         c->flags |= F_SHUT_DONE;
+        if (c->tls && !(c->flags & F_TLS_DEAD))
+            tk_tls_shutdown(c->tls);
         if (shutdown(c->io.fd, SHUT_WR) < 0 && (c->flags & F_CLOSING)) {
             tk_conn_close(c, c->reason, -errno);
             return;
@@ -470,13 +526,104 @@ static ssize_t send_memory_chunks(tk_conn *c, size_t *total)
     return sendmsg(c->io.fd, &msg, flags);
 }
 
+/* The thread's TLS staging buffer, or NULL when out of memory. */
+static unsigned char *tls_stage_buf(void)
+{
+    if (!tls_stage) {
+        tls_stage = malloc(TK_TLS_FILE_STAGE);
+        if (tls_stage)
+            cache_register();
+    }
+    return tls_stage;
+}
+
+/* A TLS session's result in send()'s terms: n >= 0, or -1 with errno set;
+ * an -EAGAIN that waits for input is noted so the loop watches for it. */
+static ssize_t tls_result(tk_conn *c, ssize_t r)
+{
+    if (r >= 0)
+        return r;
+    if (r == -EAGAIN && (tk_tls_want(c->tls) & TK_TLS_WANT_READ))
+        c->flags |= F_TLS_WWR;
+    errno = (int)-r;
+    return -1;
+}
+
+/* Encrypts the memory chunks at the head of the queue: a large head chunk
+ * is written straight from the queue; small ones are packed into one record
+ * first. A retry after EAGAIN offers the same leading bytes again, as
+ * OpenSSL requires, because nothing is released until it is taken. */
+static ssize_t tls_send_memory(tk_conn *c, size_t *total)
+{
+    tk_chunk *ch = c->out_head;
+    const unsigned char *p = chunk_bytes(ch) + ch->sent;
+    size_t n = ch->len - ch->sent;
+    unsigned char *stage;
+    if (n < TK_TLS_RECORD && ch->next && !ch->next->file && (stage = tls_stage_buf()) != NULL) {
+        size_t got = 0;
+        for (; ch && !ch->file && got < TK_TLS_RECORD; ch = ch->next) {
+            size_t take = ch->len - ch->sent;
+            if (take > TK_TLS_RECORD - got)
+                take = TK_TLS_RECORD - got;
+            memcpy(stage + got, chunk_bytes(ch) + ch->sent, take);
+            got += take;
+        }
+        p = stage;
+        n = got;
+    }
+    *total = n;
+    if (n == 0)
+        return 0;
+    return tls_result(c, tk_tls_write(c->tls, p, n));
+}
+
+/* Sends the file range at the head over TLS: with sendfile() when kernel
+ * TLS carries the records, otherwise read into the staging buffer and
+ * encrypted here. */
+static ssize_t tls_send_file(tk_conn *c, size_t *total)
+{
+    tk_chunk *ch = c->out_head;
+    uint64_t off = ch->foff + ch->sent;
+    size_t want = ch->len - ch->sent;
+    if (tk_tls_ktls_send(c->tls)) {
+        if (want > 0x7ffff000)
+            want = 0x7ffff000;
+        *total = want;
+        ssize_t w = tk_tls_sendfile(c->tls, ch->file->fd, off, want);
+        if (w != -EOPNOTSUPP)
+            return tls_result(c, w);
+    }
+    unsigned char *stage = tls_stage_buf();
+    if (!stage) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (want > TK_TLS_FILE_STAGE)
+        want = TK_TLS_FILE_STAGE;
+    *total = want;
+    ssize_t r = pread(ch->file->fd, stage, want, (off_t)off);
+    if (r <= 0) {
+        if (r == 0)
+            errno = ENODATA;
+        return -1;
+    }
+    return tls_result(c, tk_tls_write(c->tls, stage, (size_t)r));
+}
+
 /* Writes as much queued output as the kernel takes, in as few calls as it can. */
 static void flush(tk_conn *c)
 {
+    if (c->flags & F_TLS_HS)
+        return; /* output waits for the handshake */
+    int tls = c->tls && !(c->flags & F_TLS_DEAD);
     uint64_t now = tk_loop_now(c->loop);
     while (c->out_head) {
         size_t total;
-        ssize_t w = c->out_head->file ? send_file_chunk(c, &total) : send_memory_chunks(c, &total);
+        ssize_t w;
+        if (tls)
+            w = c->out_head->file ? tls_send_file(c, &total) : tls_send_memory(c, &total);
+        else
+            w = c->out_head->file ? send_file_chunk(c, &total) : send_memory_chunks(c, &total);
         if (total == 0) {
             release_sent(c, 0); /* only empty chunks: nothing to send */
             continue;
@@ -492,7 +639,10 @@ static void flush(tk_conn *c)
                 break;
             }
             int err = -errno;
-            tk_conn_close(c, err == -EPIPE || err == -ECONNRESET ? TK_CLOSE_RESET : TK_CLOSE_ERROR,
+            tk_conn_close(c,
+                          err == -EPIPE || err == -ECONNRESET ? TK_CLOSE_RESET
+                          : err == -EPROTO                    ? TK_CLOSE_TLS
+                                                              : TK_CLOSE_ERROR,
                           err);
             return;
         }
@@ -502,8 +652,9 @@ static void flush(tk_conn *c)
         c->last_active_ms = now;
         c->stall_since_ms = now;
         release_sent(c, (size_t)w);
-        if ((size_t)w < total) {
-            /* A short write means the socket buffer is full. */
+        if ((size_t)w < total && !tls) {
+            /* A short write means the socket buffer is full (a TLS write
+             * returns after each record it got out, so it just goes on). */
             c->flags |= F_WANT_WRITE;
             arm_timer(c);
             break;
@@ -539,6 +690,7 @@ static int flush_needed(const tk_conn *c)
 }
 
 static void redeliver(tk_conn *c);
+static void do_read(tk_conn *c, int budget);
 
 static void on_defer(tk_loop *loop, tk_defer *d)
 {
@@ -546,11 +698,16 @@ static void on_defer(tk_loop *loop, tk_defer *d)
     tk_conn *c = (tk_conn *)((char *)d - offsetof(tk_conn, defer));
     if (c->flags & F_REDELIVER)
         redeliver(c);
+    if ((c->flags & (F_TLS_REREAD | F_CLOSED)) == F_TLS_REREAD) {
+        c->flags &= ~F_TLS_REREAD;
+        do_read(c, TK_READ_BUDGET);
+    }
     if (c->flags & F_CLOSED) {
         if (c->h->on_close)
             c->h->on_close(c, c->reason, c->close_err);
         free_output(c);
         tk_buf_free(&c->in);
+        tk_tls_free(c->tls);
         free(c);
         return;
     }
@@ -808,10 +965,27 @@ static void do_read(tk_conn *c, int budget)
         if (c->flags & (F_CLOSED | F_PAUSE_USER))
             return;
     }
+    if (c->flags & F_TLS_HS)
+        return; /* nothing is delivered before the handshake is done */
     unsigned char *scratch = tk_loop_scratch(c->loop);
     size_t room = tk_loop_scratch_size(c->loop);
+    int tls = c->tls && !(c->flags & F_TLS_DEAD);
     while (budget-- > 0 && reading_allowed(c)) {
-        ssize_t r = recv(c->io.fd, scratch, room, 0);
+        ssize_t r;
+        if (tls) {
+            c->flags &= ~F_TLS_RWW;
+            r = tk_tls_read(c->tls, scratch, room);
+            if (r < 0) {
+                if (r == -EAGAIN && (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE)) {
+                    c->flags |= F_TLS_RWW;
+                    update_interest(c);
+                }
+                errno = (int)-r;
+                r = -1;
+            }
+        } else {
+            r = recv(c->io.fd, scratch, room, 0);
+        }
         if (r > 0) {
             c->bytes_in += (uint64_t)r;
             if (c->metrics)
@@ -821,7 +995,7 @@ static void do_read(tk_conn *c, int budget)
                 continue; /* closing: input is read only to be discarded */
             c->read_us = tk_clock_us();
             deliver(c, scratch, (size_t)r);
-            if ((size_t)r < room)
+            if ((size_t)r < room && !tls)
                 return; /* the socket is drained for now */
             continue;
         }
@@ -834,8 +1008,17 @@ static void do_read(tk_conn *c, int budget)
         if (errno == EAGAIN)
             return;
         int err = -errno;
-        tk_conn_close(c, err == -ECONNRESET ? TK_CLOSE_RESET : TK_CLOSE_ERROR, err);
+        tk_conn_close(c,
+                      (c->flags & F_TLS_DEAD) || err == -EPROTO ? TK_CLOSE_TLS
+                      : err == -ECONNRESET                      ? TK_CLOSE_RESET
+                                                                : TK_CLOSE_ERROR,
+                      err);
         return;
+    }
+    /* The budget ran out: bytes OpenSSL already decrypted raise no event. */
+    if (tls && reading_allowed(c) && tk_tls_pending(c->tls) && !(c->flags & F_TLS_REREAD)) {
+        c->flags |= F_TLS_REREAD;
+        tk_defer_queue(c->loop, &c->defer);
     }
 }
 
@@ -844,10 +1027,98 @@ void tk_conn_drain_input(tk_conn *c)
     do_read(c, TK_READ_BUDGET);
 }
 
+/* TLS is over for c: what it queued must never go out in the clear, so
+ * the output is dropped; the socket is shut down and drained raw until the
+ * peer closes or the linger ends, so the peer sees an orderly FIN rather
+ * than a reset for bytes it sent (a plain-text client, say). */
+static void tls_fail(tk_conn *c, int err)
+{
+    c->flags &= ~(F_TLS_HS | F_TLS_RWW | F_TLS_WWR | F_TLS_REREAD | F_WANT_WRITE);
+    c->flags |= F_TLS_DEAD | F_CLOSING | F_SHUT_WANTED;
+    c->reason = TK_CLOSE_TLS;
+    c->close_err = err;
+    free_output(c);
+    tk_buf_free(&c->in);
+    after_drained(c);
+    update_interest(c);
+}
+
+/* Advances the handshake; once done, sends what was queued meanwhile and
+ * reads what came with the last handshake flight. */
+static void tls_step(tk_conn *c)
+{
+    int r = tk_tls_handshake(c->tls);
+    if (r == -EAGAIN) {
+        update_interest(c);
+        return;
+    }
+    if (r < 0) {
+        tls_fail(c, r);
+        return;
+    }
+    c->flags &= ~F_TLS_HS;
+    c->last_active_ms = tk_loop_now(c->loop);
+    if (c->h->on_ready) {
+        c->h->on_ready(c);
+        if (c->flags & F_CLOSED)
+            return;
+    }
+    if (flush_needed(c))
+        flush(c);
+    if (c->flags & F_CLOSED)
+        return;
+    do_read(c, TK_READ_BUDGET);
+    if (c->flags & F_CLOSED)
+        return;
+    update_interest(c);
+}
+
+int tk_conn_start_tls(tk_conn *c, tk_tls_ctx *ctx, const char *peer_name)
+{
+    if (!ctx)
+        return 0;
+    if (c->flags & F_CLOSED)
+        return -EPIPE;
+    int err = tk_tls_new(ctx, c->io.fd, peer_name, &c->tls);
+    if (err < 0) {
+        tk_conn_close(c, TK_CLOSE_ERROR, err);
+        return err;
+    }
+    c->flags |= F_TLS_HS;
+    uint32_t ms = tk_tls_ctx_handshake_timeout(ctx);
+    c->tls_hs_until_ms = ms ? tk_loop_now(c->loop) + ms : UINT64_MAX;
+    arm_timer(c);
+    update_interest(c);
+    return (c->flags & F_CLOSED) ? -ENOMEM : 0;
+}
+
+tk_tls *tk_conn_tls(const tk_conn *c)
+{
+    return c->tls;
+}
+
+const char *tk_conn_tls_error(const tk_conn *c)
+{
+    if (c->tls_failed)
+        return c->tls_failed;
+    return c->tls ? tk_tls_error(c->tls) : "";
+}
+
 static void on_io(tk_loop *loop, tk_io *io, unsigned events)
 {
     (void)loop;
     tk_conn *c = (tk_conn *)((char *)io - offsetof(tk_conn, io));
+    if (c->flags & F_TLS_HS) {
+        tls_step(c);
+        return;
+    }
+    /* A TLS read that waited for room, or a write that waited for input. */
+    if ((events & TK_WRITE) && (c->flags & F_TLS_RWW))
+        events |= TK_READ;
+    if ((events & TK_READ) && (c->flags & F_TLS_WWR)) {
+        c->flags &= ~(F_TLS_WWR | F_WANT_WRITE);
+        events |= TK_WRITE;
+    }
     if ((events & (TK_WRITE | TK_HUP)) && c->out_head)
         flush(c);
     if ((events & TK_READ) && !(c->flags & F_CLOSED))

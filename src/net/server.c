@@ -61,7 +61,7 @@ static const tk_conn_handler reject_handler = {.on_data = reject_data};
 
 /* Tells an over-limit client why it is refused, then closes gracefully so the
  * message is not lost to a reset. */
-static void reject(tk_loop *loop, int fd, const void *msg, size_t len)
+static void reject(tk_loop *loop, int fd, tk_tls_ctx *tls, const void *msg, size_t len)
 {
     tk_conn_limits lim;
     tk_conn_limits_init(&lim);
@@ -69,6 +69,10 @@ static void reject(tk_loop *loop, int fd, const void *msg, size_t len)
     lim.stall_timeout_ms = TK_REJECT_LINGER_MS;
     tk_conn *c;
     if (tk_conn_new(loop, fd, &reject_handler, &lim, NULL, &c) < 0)
+        return;
+    /* Over TLS the refusal is sent once the handshake is done (bounded by
+     * its timeout), so the client can read it. */
+    if (tk_conn_start_tls(c, tls, NULL) < 0)
         return;
     if (len)
         (void)tk_conn_write(c, msg, len);
@@ -101,7 +105,8 @@ static void on_accept(tk_listener *l, int fd, const tk_addr *peer, void *arg)
         if (prev >= s->cfg.max_clients) {
             atomic_fetch_sub(&s->active, 1);
             refused(sl, peer, prev);
-            reject(tk_workers_loop(s->w, sl->index), fd, s->cfg.busy_msg, s->cfg.busy_len);
+            reject(tk_workers_loop(s->w, sl->index), fd, s->cfg.tls, s->cfg.busy_msg,
+                   s->cfg.busy_len);
             if (s->ops->rejected)
                 s->ops->rejected(s->svc, sl->index);
             return;
@@ -135,8 +140,11 @@ static int bind_everywhere(tk_server *s, tk_addr *addr, int dual_stack, char *er
             continue;
         }
         srv_loop *sl = &s->loops[i];
-        int rc = tk_listener_start(loop, fd, on_accept, sl, s->cfg.busy_msg, s->cfg.busy_len,
-                                   &sl->listeners[sl->nlisteners]);
+        /* Clients shed for lack of descriptors get no handshake: over TLS
+         * they are just closed. */
+        int rc =
+            tk_listener_start(loop, fd, on_accept, sl, s->cfg.tls ? NULL : s->cfg.busy_msg,
+                              s->cfg.tls ? 0 : s->cfg.busy_len, &sl->listeners[sl->nlisteners]);
         if (rc < 0) {
             snprintf(err, errcap, "cannot watch listener: %s", strerror(-rc));
             return rc;
@@ -220,6 +228,11 @@ int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_
     }
     *out = s;
     return 0;
+}
+
+tk_tls_ctx *tk_server_tls(const tk_server *s)
+{
+    return s->cfg.tls;
 }
 
 size_t tk_server_bound_count(const tk_server *s)

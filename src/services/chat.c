@@ -923,6 +923,8 @@ static void chat_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     else if (chat->cfg.mode == TK_CHAT_MODE_JSON)
         set_mode(cl, MODE_JSON);
     arm_client_timer(cl);
+    if (chat->server)
+        (void)tk_conn_start_tls(cl->conn, tk_server_tls(chat->server), NULL);
 }
 
 /* ---- service ---- */

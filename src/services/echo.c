@@ -260,6 +260,8 @@ static void echo_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     el->clients = cl;
     el->nclients++;
     tk_metrics_conn_open(el->metrics);
+    if (e->server && tk_conn_start_tls(cl->conn, tk_server_tls(e->server), NULL) < 0)
+        return; /* closed: on_close does the rest */
     write_banner(cl);
 }
 

@@ -416,8 +416,12 @@ static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
         return;
     }
     fc->fl = fl;
+    /* Over TLS, file ranges go through kernel TLS with sendfile() when the
+     * kernel has it, and through one staging copy otherwise: never worse
+     * than copying into the output queue. */
+    tk_tls_ctx *tls = f->server ? tk_server_tls(f->server) : NULL;
     fc->sendfile = f->cfg.sendfile == TK_FILES_SENDFILE_ON ||
-                   (f->cfg.sendfile == TK_FILES_SENDFILE_AUTO && !is_loopback(peer));
+                   (f->cfg.sendfile == TK_FILES_SENDFILE_AUTO && (!is_loopback(peer) || tls));
     tk_heartbeat_init(&fc->beat, tk_loop_now(fl->loop));
     tk_timer_init(&fc->hb, on_hb);
     tk_conn_set_metrics(fc->conn, fl->metrics);
@@ -427,6 +431,8 @@ static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
         fl->conns->prev = fc;
     fl->conns = fc;
     fl->nconns++;
+    if (tk_conn_start_tls(fc->conn, tls, NULL) < 0)
+        return; /* closed: on_close does the rest */
     if (fl->shutting_down) {
         fc->closing = 1;
         files_conn_maybe_finish(fc);
