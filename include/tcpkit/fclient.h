@@ -13,6 +13,7 @@
 #include "tcpkit/addr.h"
 #include "tcpkit/frame.h"
 #include "tcpkit/loop.h"
+#include "tcpkit/tls.h"
 
 typedef struct tk_fclient tk_fclient;
 typedef struct tk_fxfer tk_fxfer;
@@ -28,6 +29,8 @@ typedef struct {
     unsigned max_parallel;       /* transfers at once in version 2 (16) */
     int zstd_level;              /* for compressed uploads (3) */
     int sync;                    /* fdatasync downloads before the rename (1) */
+    tk_tls_ctx *tls;             /* a client context: speak TLS (NULL: plain) */
+    const char *tls_name;        /* the server name to verify and send (see tk_tls_new) */
 } tk_fclient_config;
 
 /* Callbacks; arg is the pointer given to tk_fclient_new. */

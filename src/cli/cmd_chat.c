@@ -36,6 +36,7 @@
 #include "cli/chat_render.h"
 #include "cli/commands.h"
 #include "cli/opts.h"
+#include "cli/tls_opts.h"
 #include "cli/term.h"
 #include "tcpkit/buf.h"
 #include "tcpkit/codec.h"
@@ -114,6 +115,8 @@ typedef struct {
     unsigned long sent, answered; /* requests that get an answer, answers */
     int quit_sent;
     tk_timer quit_timer;
+    tk_tls_ctx *tls; /* NULL: plain TCP */
+    const char *tls_name;
 } client;
 
 static const char usage_text[] =
@@ -132,7 +135,7 @@ static const char usage_text[] =
     "                              FILE's first line (created if it does not exist)\n"
     "      --room ROOM             join ROOM after logging in\n"
     "      --connect-timeout SECS  give up connecting after this long (default 10)\n"
-    "      --json                  piped behaviour even on a terminal\n"
+    "      --json                  piped behaviour even on a terminal\n" TLS_CLIENT_HELP
     "  -4, -6                      IPv4 or IPv6 only\n"
     "  -h, --help                  this help\n"
     "\n"
@@ -516,6 +519,8 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
         cl->status = 1;
         if (why == TK_CLOSE_PEER)
             fprintf(stderr, "tcpkit chat: the server closed the connection\n");
+        else if (why == TK_CLOSE_TLS)
+            fprintf(stderr, "tcpkit chat: tls: %s\n", tk_conn_tls_error(c));
         else if (why == TK_CLOSE_LIMIT && err == -ENOBUFS)
             fprintf(stderr, "tcpkit chat: connection dropped (a buffer limit was passed)\n");
         else
@@ -706,7 +711,8 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
     lim.max_output = 64 * 1024 * 1024;
     lim.stall_timeout_ms = 0;
     lim.linger_ms = 0;
-    if (tk_conn_new(loop, fd, &handler, &lim, cl, &cl->conn) < 0) {
+    if (tk_conn_new(loop, fd, &handler, &lim, cl, &cl->conn) < 0 ||
+        tk_conn_start_tls(cl->conn, cl->tls, cl->tls_name) < 0) {
         fprintf(stderr, "tcpkit chat: out of memory\n");
         cl->status = 1;
         cl->ended = 1;
@@ -1005,6 +1011,7 @@ int cmd_chat(int argc, char **argv)
         {"room", required_argument, NULL, O_ROOM},
         {"connect-timeout", required_argument, NULL, O_CT},
         {"json", no_argument, NULL, O_JSON},
+        TLS_CLIENT_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1012,8 +1019,10 @@ int cmd_chat(int argc, char **argv)
     memset(&cl, 0, sizeof(cl));
     cl.status = 1;
     uint32_t connect_ms = 10 * 1000;
-    int family = AF_UNSPEC, json_mode = 0, ch;
+    int family = AF_UNSPEC, json_mode = 0, ch, rc;
     const char *name = NULL, *pwfile = NULL;
+    tls_opts tls_o;
+    tls_opts_init(&tls_o);
     optind = 1;
     while ((ch = getopt_long(argc, argv, "46h", longopts, NULL)) != -1) {
         switch (ch) {
@@ -1028,7 +1037,14 @@ int cmd_chat(int argc, char **argv)
             break;
         case O_JSON: json_mode = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: fprintf(stderr, "Try 'tcpkit chat --help'.\n"); return 2;
+        default:
+            if ((rc = tls_option(&tls_o, "chat", ch, optarg)) >= 0) {
+                if (rc)
+                    return rc;
+                break;
+            }
+            fprintf(stderr, "Try 'tcpkit chat --help'.\n");
+            return 2;
         }
     }
     if (argc - optind != 1)
@@ -1069,6 +1085,12 @@ int cmd_chat(int argc, char **argv)
         cl.step = LOGIN_GUEST;
     }
 
+    char tls_name[TK_HOST_MAX];
+    if ((rc = tls_build(&tls_o, "chat", 0, &cl.tls)) != 0) {
+        explicit_bzero(cl.password, sizeof(cl.password));
+        return rc;
+    }
+    cl.tls_name = tls_peer_name(&tls_o, argv[optind], tls_name);
     signal(SIGPIPE, SIG_IGN);
     cl.interactive = !json_mode && isatty(0) && isatty(1);
     if (cl.interactive)
@@ -1080,12 +1102,14 @@ int cmd_chat(int argc, char **argv)
     snprintf(cl.prompt, sizeof(cl.prompt), "> ");
     if (tk_loop_new(&cl.loop) < 0) {
         explicit_bzero(cl.password, sizeof(cl.password));
+        tk_tls_ctx_free(cl.tls);
         return 1;
     }
     if (tk_dial_start(cl.loop, addrs, (size_t)n, connect_ms, on_connected, &cl, NULL) < 0) {
         fprintf(stderr, "tcpkit chat: cannot connect\n");
         tk_loop_free(cl.loop);
         explicit_bzero(cl.password, sizeof(cl.password));
+        tk_tls_ctx_free(cl.tls);
         return 1;
     }
 
@@ -1093,7 +1117,7 @@ int cmd_chat(int argc, char **argv)
     while (!cl.finished && !cl.logged_in) {
         tk_loop_run(cl.loop);
         if (!cl.finished && (cl.need_password || cl.need_name)) {
-            int rc = ask_login(&cl);
+            rc = ask_login(&cl);
             if (rc)
                 end_session(&cl, rc);
             else
@@ -1116,5 +1140,6 @@ int cmd_chat(int argc, char **argv)
     tk_buf_free(&cl.in_buf);
     free_pending(&cl);
     explicit_bzero(cl.password, sizeof(cl.password));
+    tk_tls_ctx_free(cl.tls);
     return cl.status;
 }

@@ -51,6 +51,7 @@ void fcli_options_init(fcli_options *o, const char *cmd)
     memset(o, 0, sizeof(*o));
     o->cmd = cmd;
     tk_fclient_config_init(&o->cfg);
+    tls_opts_init(&o->tls);
 }
 
 int fcli_option(fcli_options *o, int ch, const char *arg)
@@ -81,7 +82,7 @@ int fcli_option(fcli_options *o, int ch, const char *arg)
     case FC_NO_SYNC: o->cfg.sync = 0; return 0;
     case FC_QUIET: o->quiet = 1; return 0;
     case FC_COMPRESS: o->compress = 1; return 0;
-    default: return -1;
+    default: return tls_option(&o->tls, o->cmd, ch, arg);
     }
 }
 
@@ -356,10 +357,18 @@ fcli *fcli_start(fcli_options *o, const char *target, int *status)
         o->cfg.auth_key = o->key;
         o->cfg.auth_key_len = len;
     }
+    int rc = tls_build(&o->tls, o->cmd, 0, &o->cfg.tls);
+    if (rc) {
+        memset(o->key, 0, sizeof(o->key));
+        *status = rc;
+        return NULL;
+    }
+    o->cfg.tls_name = tls_peer_name(&o->tls, target, o->tls_name);
     signal(SIGPIPE, SIG_IGN);
     fcli *f = calloc(1, sizeof(*f));
     if (!f || tk_loop_new(&f->loop) < 0) {
         free(f);
+        tk_tls_ctx_free(o->cfg.tls);
         *status = 1;
         return NULL;
     }
@@ -371,11 +380,12 @@ fcli *fcli_start(fcli_options *o, const char *target, int *status)
     tk_timer_init(&f->redraw, on_redraw);
     static const int sigs[] = {SIGINT, SIGTERM};
     (void)tk_loop_watch_signals(f->loop, sigs, 2, on_signal, f);
-    int rc = tk_fclient_new(f->loop, addrs, (size_t)n, &o->cfg, &handlers, f, &f->client);
+    rc = tk_fclient_new(f->loop, addrs, (size_t)n, &o->cfg, &handlers, f, &f->client);
     memset(o->key, 0, sizeof(o->key));
     if (rc < 0) {
         fprintf(stderr, "tcpkit %s: %s\n", o->cmd, strerror(-rc));
         tk_loop_free(f->loop);
+        tk_tls_ctx_free(o->cfg.tls);
         free(f);
         *status = 1;
         return NULL;
@@ -397,6 +407,7 @@ int fcli_run(fcli *f)
     while (f->items)
         untrack(f, f->items);
     tk_loop_free(f->loop);
+    tk_tls_ctx_free(f->o->cfg.tls);
     int status = f->status;
     free(f);
     return status;

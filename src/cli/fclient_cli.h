@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cli/keyfile.h"
+#include "cli/tls_opts.h"
 #include "tcpkit/fclient.h"
 
 enum {
@@ -26,7 +27,7 @@ enum {
         {"connect-timeout", required_argument, NULL, FC_CONNECT_TIMEOUT},                          \
         {"heartbeat", required_argument, NULL, FC_HEARTBEAT},                                      \
         {"parallel", required_argument, NULL, FC_PARALLEL},                                        \
-        {"quiet", no_argument, NULL, FC_QUIET},                                                    \
+        {"quiet", no_argument, NULL, FC_QUIET}, TLS_CLIENT_LONGOPTS,                               \
     {                                                                                              \
         "compress", no_argument, NULL, FC_COMPRESS                                                 \
     }
@@ -38,7 +39,7 @@ enum {
     "      --heartbeat SECS      PING a silent server after this long (default 15, 0: off)\n"      \
     "      --parallel N          transfers at once over the connection (default 16)\n"             \
     "  -z, --compress            zstd-compress the data (version 2)\n"                             \
-    "  -q, --quiet               print nothing but errors\n"                                       \
+    "  -q, --quiet               print nothing but errors\n" TLS_CLIENT_HELP                       \
     "  -h, --help                this help\n"                                                      \
     "\n"                                                                                           \
     "exit status: 0 done, 1 a transfer failed, 2 usage, 3 refused, 4 timed out,\n"                 \
@@ -53,6 +54,8 @@ typedef struct {
     int compress;
     const char *key_path;
     unsigned char key[KEYFILE_MAX];
+    tls_opts tls;
+    char tls_name[TK_HOST_MAX];
 } fcli_options;
 
 /* Defaults. */

@@ -647,10 +647,16 @@ static void on_close(tk_conn *conn, tk_close_reason why, int err)
     char msg[128];
     if (why == TK_CLOSE_PEER)
         snprintf(msg, sizeof(msg), "the server closed the connection");
+    else if (why == TK_CLOSE_TLS)
+        snprintf(msg, sizeof(msg), "tls: %s", tk_conn_tls_error(conn));
     else
         snprintf(msg, sizeof(msg), "the connection was lost (%s%s%s)", tk_close_reason_name(why),
                  err ? ": " : "", err ? strerror(-err) : "");
-    conn_fail(c, why == TK_CLOSE_IDLE ? -ETIMEDOUT : -ECONNRESET, msg);
+    conn_fail(c,
+              why == TK_CLOSE_IDLE  ? -ETIMEDOUT
+              : why == TK_CLOSE_TLS ? -EPROTO
+                                    : -ECONNRESET,
+              msg);
 }
 
 static const tk_conn_handler handler = {
@@ -713,6 +719,8 @@ static void on_connected(tk_loop *loop, int fd, int err, void *arg)
         conn_fail(c, err, "cannot set up the connection");
         return;
     }
+    if (tk_conn_start_tls(c->conn, c->cfg.tls, c->cfg.tls_name) < 0)
+        return; /* closed: on_close reports it */
     tk_heartbeat_init(&c->beat, tk_loop_now(loop));
     if (c->cfg.protocol == 1) {
         became_ready(c);
