@@ -2,6 +2,7 @@
  * turn, watermarks, timers and the close state machine. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,12 @@ enum {
     F_TLS_RWW = 1u << 12,     /* a TLS read waits for the socket to be writable */
     F_TLS_WWR = 1u << 13,     /* a TLS write waits for the socket to be readable */
     F_TLS_REREAD = 1u << 14,  /* decrypted input is buffered: read again without an event */
+    F_TLS_SERVER = 1u << 15,  /* the server end of a TLS connection */
 };
+
+/* Failed handshakes on the server side are logged at most this often, with
+ * a count, so a flood of bad clients cannot flood the log. */
+#define TK_TLS_FAIL_LOG_MS 10000
 
 /* The most bytes packed into one TLS write: a full record. */
 #define TK_TLS_RECORD 16384
@@ -103,6 +109,9 @@ static __thread unsigned chunk_cached;
 /* Per-thread staging for TLS writes (small chunks packed into one record,
  * file bytes read for encryption); allocated on first use. */
 static __thread unsigned char *tls_stage;
+/* Process-wide, shared by every loop thread. */
+static _Atomic uint64_t tls_fail_logged_ms;
+static atomic_ulong tls_fail_unlogged;
 
 #define TK_CHUNK_DATA (TK_CHUNK_SIZE - sizeof(tk_chunk))
 
@@ -208,6 +217,7 @@ void tk_conn_limits_init(tk_conn_limits *l)
 
 static void on_io(tk_loop *loop, tk_io *io, unsigned events);
 static void on_timer(tk_loop *loop, tk_timer *t);
+static void log_tls_failure(tk_conn *c);
 static void on_defer(tk_loop *loop, tk_defer *d);
 
 int tk_conn_new(tk_loop *loop, int fd, const tk_conn_handler *h, const tk_conn_limits *lim,
@@ -380,6 +390,7 @@ static void on_timer(tk_loop *loop, tk_timer *t)
     } else {
         if ((c->flags & F_TLS_HS) && now >= c->tls_hs_until_ms) {
             c->tls_failed = "handshake timed out";
+            log_tls_failure(c);
             tk_conn_close(c, TK_CLOSE_TLS, -ETIMEDOUT);
             return;
         }
@@ -1027,6 +1038,27 @@ void tk_conn_drain_input(tk_conn *c)
     do_read(c, TK_READ_BUDGET);
 }
 
+/* Logs a failed server-side handshake: the first at once, then at most one
+ * line per interval counting the others. */
+static void log_tls_failure(tk_conn *c)
+{
+    if (!(c->flags & F_TLS_SERVER))
+        return;
+    uint64_t now = tk_loop_now(c->loop);
+    atomic_fetch_add(&tls_fail_unlogged, 1);
+    uint64_t last = atomic_load(&tls_fail_logged_ms);
+    if (last && now - last < TK_TLS_FAIL_LOG_MS)
+        return;
+    /* One thread wins the interval and reports what was counted. */
+    if (!atomic_compare_exchange_strong(&tls_fail_logged_ms, &last, now))
+        return;
+    unsigned long n = atomic_exchange(&tls_fail_unlogged, 0);
+    char who[TK_ADDR_STRLEN];
+    tk_info("tls: %lu handshake(s) failed%s (latest %s: %s)", n,
+            last ? " since the last report" : "", tk_addr_format(&c->peer, who, sizeof(who)),
+            tk_conn_tls_error(c));
+}
+
 /* TLS is over for c: what it queued must never go out in the clear, so
  * the output is dropped; the socket is shut down and drained raw until the
  * peer closes or the linger ends, so the peer sees an orderly FIN rather
@@ -1037,6 +1069,7 @@ static void tls_fail(tk_conn *c, int err)
     c->flags |= F_TLS_DEAD | F_CLOSING | F_SHUT_WANTED;
     c->reason = TK_CLOSE_TLS;
     c->close_err = err;
+    log_tls_failure(c);
     free_output(c);
     tk_buf_free(&c->in);
     after_drained(c);
@@ -1084,7 +1117,7 @@ int tk_conn_start_tls(tk_conn *c, tk_tls_ctx *ctx, const char *peer_name)
         tk_conn_close(c, TK_CLOSE_ERROR, err);
         return err;
     }
-    c->flags |= F_TLS_HS;
+    c->flags |= F_TLS_HS | (tk_tls_ctx_is_server(ctx) ? F_TLS_SERVER : 0);
     uint32_t ms = tk_tls_ctx_handshake_timeout(ctx);
     c->tls_hs_until_ms = ms ? tk_loop_now(c->loop) + ms : UINT64_MAX;
     arm_timer(c);
