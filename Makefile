@@ -3,6 +3,7 @@
 #   make test           install missing packages, build under ASan+UBSan, run every suite
 #   make fuzz           run every fuzz harness for FUZZ_SECONDS each (default 60)
 #   make bench          side-by-side benchmarks (bench/run.sh)
+#   make certs          a throwaway test CA and certificates in $(BUILD)/certs (scripts/certs.sh)
 #   make install        PREFIX=/usr/local DESTDIR=
 # SAN=1 builds into build-san/ with AddressSanitizer and UndefinedBehaviorSanitizer.
 
@@ -38,7 +39,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all deps serve test unit e2e fuzz fuzz-build bench install uninstall clean format check-format
+.PHONY: all deps serve test unit e2e fuzz fuzz-build bench certs install uninstall clean format check-format
 
 all: $(BUILD)/tcpkit $(BUILD)/libtcpkit.a $(BUILD)/tcpkit.pc $(EXAMPLE_BIN)
 
@@ -91,6 +92,10 @@ bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh
+
+# Test certificates for trying the TLS options (fresh keys on every run).
+certs:
+	@scripts/certs.sh $(BUILD)/certs
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/tcpkit

@@ -94,6 +94,11 @@ const char *tk_tls_version(const tk_tls *t);
 const char *tk_tls_cipher(const tk_tls *t);
 int tk_tls_ktls_send(const tk_tls *t);
 
+/* Whether this kernel offers kernel TLS (the "tls" upper-layer protocol):
+ * 1 yes, 0 no (module absent), or a negative errno if it could not tell.
+ * The OpenSSL build must support it too (see tk_tls_ktls_send). */
+int tk_tls_kernel_available(void);
+
 /* Frees the session (the socket stays open). NULL is ignored. */
 void tk_tls_free(tk_tls *t);
 

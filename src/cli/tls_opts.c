@@ -64,6 +64,10 @@ int tls_build(tls_opts *o, const char *cmd, int is_server, tk_tls_ctx **out)
         }
     } else if (!o->enabled) {
         return 0;
+    } else if (!o->cfg.cert_file != !o->cfg.key_file) {
+        fprintf(stderr, "tcpkit %s: %s\n", cmd,
+                o->cfg.cert_file ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert");
+        return 2;
     }
     char err[512];
     if (tk_tls_ctx_new(&o->cfg, is_server, out, err, sizeof(err)) < 0) {

@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -376,6 +379,23 @@ const char *tk_tls_version(const tk_tls *t)
 const char *tk_tls_cipher(const tk_tls *t)
 {
     return SSL_get_cipher_name(t->ssl);
+}
+
+int tk_tls_kernel_available(void)
+{
+    /* Asking an unconnected socket for the "tls" protocol fails with ENOENT
+     * when the kernel has no such module, and with ENOTCONN when it has. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int r = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3);
+    int err = r < 0 ? errno : 0;
+    close(fd);
+    if (err == ENOENT)
+        return 0;
+    if (err == ENOTCONN || err == 0)
+        return 1;
+    return -err;
 }
 
 void tk_tls_free(tk_tls *t)

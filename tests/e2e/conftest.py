@@ -531,3 +531,9 @@ def run_many_clients(addr, n_clients, rounds, deadline_s=60.0):
             s.close()
         sel.close()
     return failures
+
+
+# The TLS certificates fixture lives with the other TLS helpers; importing it
+# here makes it available to every test module. (At the end of this file:
+# tls_helpers imports from conftest.)
+from tls_helpers import tls_certs  # noqa: E402,F401  (fixture)
