@@ -4,6 +4,7 @@
 
 #include "cli/opts.h"
 #include "cli/tls_opts.h"
+#include "tcpkit/log.h"
 
 void tls_opts_init(tls_opts *o)
 {
@@ -74,6 +75,9 @@ int tls_build(tls_opts *o, const char *cmd, int is_server, tk_tls_ctx **out)
         fprintf(stderr, "tcpkit %s: %s\n", cmd, err);
         return 1;
     }
+    if (is_server && o->cfg.ktls && tk_tls_kernel_available() == 0)
+        tk_info("tls: this kernel has no kernel TLS ('tls' module): records are encrypted in "
+                "user space, and file downloads take one copy more than plain ones");
     return 0;
 }
 
