@@ -1,7 +1,15 @@
 /* A TCP (or UDP) service bound to one or more addresses and served by every
  * loop of a worker pool: each loop gets its own SO_REUSEPORT socket on the
  * same address, so the kernel spreads connections across threads. The server
- * enforces the client limit, prints nothing and knows no protocol.
+ * enforces the client limit and the access rules (tcpkit/access.h), prints
+ * nothing and knows no protocol.
+ *
+ * Access: with cfg.access set, every accepted client is checked (allow and
+ * deny lists, per-address limits) before the service hears of it. A refused
+ * client is reset at once (SO_LINGER 0, then close): no bytes, no FIN
+ * handshake, no TIME_WAIT on the server, so a flood of refused clients costs
+ * one accept and one close each. Refusals are counted (tk_server_access) and
+ * summarised in the log once per interval.
  *
  * Shutdown: tk_server_shutdown() closes the listeners and asks the service
  * to wind down each loop; the service calls tk_server_loop_done() when a
@@ -11,6 +19,7 @@
 
 #include <stddef.h>
 
+#include "tcpkit/access.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/loop.h"
 #include "tcpkit/workers.h"
@@ -43,6 +52,9 @@ typedef struct {
     unsigned max_clients; /* 0: no limit */
     const void *busy_msg; /* sent to a client over the limit, then closed */
     size_t busy_len;
+    /* Allow/deny rules and per-address limits (TCP only); NULL: none. Copied
+     * at open; its policy must outlive the server. */
+    const tk_access_config *access;
 } tk_server_config;
 
 /* Resolves and binds every listen address on every loop of w (port 0 is
@@ -56,8 +68,13 @@ size_t tk_server_bound_count(const tk_server *s);
 const tk_addr *tk_server_bound(const tk_server *s, size_t i);
 
 /* Must be called (on that loop) when a client accepted on loop i is closed,
- * so the client limit counts it out. */
-void tk_server_release(tk_server *s, unsigned loop_index);
+ * with the peer address accept gave it, so the client limit and the
+ * per-address limits count it out. */
+void tk_server_release(tk_server *s, unsigned loop_index, const tk_addr *peer);
+
+/* The server's access state (counters: tk_access_get_counters), or NULL when
+ * it was opened without cfg.access. */
+tk_access *tk_server_access(const tk_server *s);
 
 /* Clients currently counted against the limit (all loops). */
 unsigned tk_server_active(const tk_server *s);
