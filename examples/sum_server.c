@@ -86,7 +86,7 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
         s->clients[cl->loop] = cl->next;
     if (cl->next)
         cl->next->prev = cl->prev;
-    tk_server_release(s->server, cl->loop);
+    tk_server_release(s->server, cl->loop, tk_conn_peer(c));
     if (s->stopping[cl->loop] && !s->clients[cl->loop])
         tk_server_loop_done(s->server, cl->loop);
     free(cl);
@@ -97,7 +97,6 @@ static const tk_conn_handler handler = {.on_data = on_data, .on_close = on_close
 static void on_accept(void *arg, unsigned loop, int fd, const tk_addr *peer)
 {
     service *s = arg;
-    (void)peer;
     tk_conn_limits lim;
     tk_conn_limits_init(&lim);
     lim.idle_timeout_ms = 60 * 1000;
@@ -105,9 +104,10 @@ static void on_accept(void *arg, unsigned loop, int fd, const tk_addr *peer)
     if (!cl ||
         tk_conn_new(tk_workers_loop(s->workers, loop), fd, &handler, &lim, cl, &cl->conn) < 0) {
         free(cl);
-        tk_server_release(s->server, loop);
+        tk_server_release(s->server, loop, peer);
         return;
     }
+    tk_conn_set_peer(cl->conn, peer);
     cl->svc = s;
     cl->loop = loop;
     tk_line_init(&cl->dec, MAX_LINE);

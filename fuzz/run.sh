@@ -37,6 +37,11 @@ for f in src/services/balance_config.c src/core/parse.c src/net/addr.c src/net/s
     [ -f "$f" ] && balance_src="$balance_src $f"
 done
 
+# fuzz_cidr needs the range and policy parser (and the address type it
+# matches); fuzz_addr the host:port parser alone.
+cidr_src="src/net/access_cidr.c src/net/addr.c"
+addr_src="src/net/addr.c"
+
 # Packages: jansson and the Unicode library the Makefile uses (its PKGS line),
 # keeping those pkg-config knows and dropping libedit, which only the CLI needs.
 pkgs=""
@@ -73,7 +78,12 @@ for name in $names; do
     corpus="$out/corpus/$name"
 
     src="$lib_src"
-    case "$name" in chat_*) src="$src $chat_src" ;; balance_*) src="$src $balance_src" ;; esac
+    case "$name" in
+    chat_*) src="$src $chat_src" ;;
+    balance_*) src="$src $balance_src" ;;
+    cidr) src="$src $cidr_src" ;;
+    addr) src="$src $addr_src" ;;
+    esac
     # shellcheck disable=SC2086
     if ! "$cc" $cflags -o "$bin" "fuzz/fuzz_$name.c" $src $pkg_flags -pthread >"$log" 2>&1; then
         echo "fuzz $name: FAILED"

@@ -107,6 +107,11 @@ int tk_conn_fd(const tk_conn *c);
 /* The peer's address (filled at creation). */
 const tk_addr *tk_conn_peer(const tk_conn *c);
 
+/* Replaces the peer's address with the one accept() returned: getpeername()
+ * at creation fails for a client that already reset, and a server must count
+ * it out under the address it was counted in with. */
+void tk_conn_set_peer(tk_conn *c, const tk_addr *peer);
+
 /* Monotonic microseconds of the read that delivered the current input. */
 uint64_t tk_conn_read_time_us(const tk_conn *c);
 

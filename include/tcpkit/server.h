@@ -1,7 +1,15 @@
 /* A TCP (or UDP) service bound to one or more addresses and served by every
  * loop of a worker pool: each loop gets its own SO_REUSEPORT socket on the
  * same address, so the kernel spreads connections across threads. The server
- * enforces the client limit, prints nothing and knows no protocol.
+ * enforces the client limit and the access rules (tcpkit/access.h), prints
+ * nothing and knows no protocol.
+ *
+ * Access: with cfg.access set, every accepted client is checked (allow and
+ * deny lists, per-address limits) before the service hears of it. A refused
+ * client is reset at once (SO_LINGER 0, then close): no bytes, no FIN
+ * handshake, no TIME_WAIT on the server, so a flood of refused clients costs
+ * one accept and one close each. Refusals are counted (tk_server_access) and
+ * summarised in the log once per interval.
  *
  * Shutdown: tk_server_shutdown() closes the listeners and asks the service
  * to wind down each loop; the service calls tk_server_loop_done() when a
@@ -11,6 +19,7 @@
 
 #include <stddef.h>
 
+#include "tcpkit/access.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/loop.h"
 #include "tcpkit/tls.h"
@@ -45,6 +54,9 @@ typedef struct {
     const void *busy_msg; /* sent to a client over the limit, then closed */
     size_t busy_len;
     tk_tls_ctx *tls; /* a server context: every TCP client speaks TLS; NULL: plain */
+    /* Allow/deny rules and per-address limits (TCP only); NULL: none. Copied
+     * at open; its policy must outlive the server. */
+    const tk_access_config *access;
 } tk_server_config;
 
 /* Resolves and binds every listen address on every loop of w (port 0 is
@@ -61,8 +73,13 @@ const tk_addr *tk_server_bound(const tk_server *s, size_t i);
 tk_tls_ctx *tk_server_tls(const tk_server *s);
 
 /* Must be called (on that loop) when a client accepted on loop i is closed,
- * so the client limit counts it out. */
-void tk_server_release(tk_server *s, unsigned loop_index);
+ * with the peer address accept gave it, so the client limit and the
+ * per-address limits count it out. */
+void tk_server_release(tk_server *s, unsigned loop_index, const tk_addr *peer);
+
+/* The server's access state (counters: tk_access_get_counters), or NULL when
+ * it was opened without cfg.access. */
+tk_access *tk_server_access(const tk_server *s);
 
 /* Clients currently counted against the limit (all loops). */
 unsigned tk_server_active(const tk_server *s);

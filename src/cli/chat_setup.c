@@ -12,6 +12,7 @@
 #include "cli/opts.h"
 #include "cli/run.h"
 #include "cli/tls_opts.h"
+#include "cli/server_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
@@ -134,7 +135,8 @@ static const char usage_text[] =
     "      --keepalive IDLE[,INTVL[,COUNT]]  TCP keepalive (default 60,10,6; 0: off)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
     "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
-    "  -h, --help                this help\n";
+    "  -h, --help                this help\n"
+    "\n" SERVER_OPTS_HELP;
 
 enum {
     O_MODE = 1100,
@@ -297,9 +299,22 @@ static int chat_option(chat_options *o, int ch, const char *arg)
     }
 }
 
+static int chat_server(int argc, char **argv, server_opts *so);
+
 int chat_server_main(int argc, char **argv)
 {
+    server_opts so;
+    server_opts_init(&so, "chat-server");
+    int rc = chat_server(argc, argv, &so);
+    server_opts_free(&so);
+    return rc;
+}
+
+/* Parses the options and serves; the policy in so outlives the server. */
+static int chat_server(int argc, char **argv, server_opts *so)
+{
     static const struct option longopts[] = {
+        SERVER_OPTS_LONGOPTS,
         {"listen", required_argument, NULL, 'l'},
         {"mode", required_argument, NULL, O_MODE},
         {"detect-timeout", required_argument, NULL, O_DETECT},
@@ -342,12 +357,10 @@ int chat_server_main(int argc, char **argv)
             return 0;
         }
         int rc = tls_option(&tls_o, o.cmd, ch, optarg);
-        if (rc >= 0) {
-            if (rc)
-                return rc;
-            continue;
-        }
-        rc = chat_option(&o, ch, optarg);
+        if (rc < 0)
+            rc = server_option(so, ch, optarg);
+        if (rc < 0)
+            rc = chat_option(&o, ch, optarg);
         if (rc)
             return rc;
     }
@@ -357,7 +370,10 @@ int chat_server_main(int argc, char **argv)
         return opt_usage_error(o.cmd, "--db and --ephemeral exclude each other");
     if (o.server.nlisten == 0)
         o.server.listen[o.server.nlisten++] = "127.0.0.1:8081";
-    int rc = opt_logging(o.cmd, o.log_level, o.log_format);
+    int rc = server_opts_finish(so);
+    if (rc)
+        return rc;
+    rc = opt_logging(o.cmd, o.log_level, o.log_format);
     if (rc)
         return rc;
     if (chat_options_finish(&o))
@@ -366,6 +382,7 @@ int chat_server_main(int argc, char **argv)
     if ((rc = tls_build(&tls_o, o.cmd, 1, &tls)) != 0)
         return rc;
     o.server.tls = tls;
+    o.server.access = server_opts_access(so);
     tk_workers *w = NULL;
     rc = tk_workers_new(1, &w);
     if (rc < 0) {
@@ -378,7 +395,10 @@ int chat_server_main(int argc, char **argv)
     int status = 1;
     if (chat_build(&o, w, &chat, &server) == 0) {
         run_entry entry = {server, "chat"};
-        status = run_servers(w, &entry, 1, o.shutdown_ms);
+        if (server_opts_drop_privileges(so) == 0)
+            status = run_servers(w, &entry, 1, o.shutdown_ms);
+        else
+            tk_server_free(server);
     }
     tk_chat_free(chat);
     tk_workers_free(w);

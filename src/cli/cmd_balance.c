@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "cli/opts.h"
 #include "cli/run.h"
+#include "cli/server_opts.h"
 #include "tcpkit/balance.h"
 #include "tcpkit/log.h"
 
@@ -68,6 +69,10 @@ static const char usage_text[] =
     "      --log-level LEVEL      debug, info (default), warn, error, off\n"
     "      --log-format FORMAT    text (default) or json\n"
     "  -h, --help                 this help\n"
+    "\n" SERVER_OPTS_HELP
+    "  (These apply to the client listeners and the stats listener alike; they are\n"
+    "  command-line options only, not configuration-file settings, and a SIGHUP\n"
+    "  reload keeps them.)\n"
     "\n"
     "Durations take a unit: 500ms, 2s, 1m (a bare number is seconds).\n";
 
@@ -83,6 +88,7 @@ static const struct option longopts[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"help", no_argument, NULL, 'h'},
+    SERVER_OPTS_LONGOPTS,
     {"stats", required_argument, NULL, OPT_SETTING},
     {"send-proxy", required_argument, NULL, OPT_SETTING},
     {"connect-timeout", required_argument, NULL, OPT_SETTING},
@@ -113,6 +119,7 @@ typedef struct {
     char **argv;
     const char *config;
     const char *log_level, *log_format;
+    server_opts so; /* access, limits, --user: command line only */
     tk_balance *bal;
 } balance_cli;
 
@@ -227,12 +234,16 @@ static int scan_args(balance_cli *cli)
         case OPT_LOG_LEVEL: cli->log_level = optarg; break;
         case OPT_LOG_FORMAT: cli->log_format = optarg; break;
         case '?': fprintf(stderr, "Try 'tcpkit %s --help'.\n", CMD); return 2;
-        default: break;
+        default:
+            if (server_option(&cli->so, ch, optarg) > 0)
+                return 2;
+            break;
         }
     }
     if (optind < cli->argc)
         return opt_usage_error(CMD, "unexpected argument '%s'", cli->argv[optind]);
-    return -1;
+    int rc = server_opts_finish(&cli->so);
+    return rc ? rc : -1;
 }
 
 /* Each relayed client holds six descriptors (two sockets, two pipes), so
@@ -248,13 +259,14 @@ static void raise_fd_limit(void)
 
 /* Opens the client listeners and, if asked, the stats listener. */
 static int open_servers(tk_workers *w, const tk_balance_config *c, tk_balance *bal,
-                        run_entry *entries, size_t *n)
+                        const tk_access_config *access, run_entry *entries, size_t *n)
 {
     char err[512];
     tk_server_config sc = {0};
     for (size_t i = 0; i < c->nlisten; i++)
         sc.listen[sc.nlisten++] = c->listen[i];
     sc.max_clients = c->max_clients;
+    sc.access = access;
     tk_server *s = NULL;
     if (tk_server_open(w, &sc, tk_balance_ops(), bal, &s, err, sizeof(err)) < 0) {
         tk_error("%s", err);
@@ -267,6 +279,7 @@ static int open_servers(tk_workers *w, const tk_balance_config *c, tk_balance *b
         st.listen[st.nlisten++] = c->stats;
         st.loops = 1;
         st.max_clients = 64;
+        st.access = access;
         if (tk_server_open(w, &st, tk_balance_stats_ops(), bal, &s, err, sizeof(err)) < 0) {
             tk_error("stats: %s", err);
             return -1;
@@ -277,13 +290,24 @@ static int open_servers(tk_workers *w, const tk_balance_config *c, tk_balance *b
     return 0;
 }
 
+static int balance(balance_cli *cli);
+
 int cmd_balance(int argc, char **argv)
 {
     balance_cli cli = {.argc = argc, .argv = argv};
-    int rc = scan_args(&cli);
+    server_opts_init(&cli.so, CMD);
+    int rc = balance(&cli);
+    server_opts_free(&cli.so);
+    return rc;
+}
+
+/* Parses, builds and serves; the policy in cli->so outlives the servers. */
+static int balance(balance_cli *cli)
+{
+    int rc = scan_args(cli);
     if (rc >= 0)
         return rc;
-    rc = opt_logging(CMD, cli.log_level, cli.log_format);
+    rc = opt_logging(CMD, cli->log_level, cli->log_format);
     if (rc)
         return rc;
     char err[600];
@@ -292,7 +316,7 @@ int cmd_balance(int argc, char **argv)
         fprintf(stderr, "tcpkit %s: out of memory\n", CMD);
         return 1;
     }
-    rc = build_config(&cli, c, err, sizeof(err));
+    rc = build_config(cli, c, err, sizeof(err));
     if (rc == 2) {
         free(c);
         return opt_usage_error(CMD, "%s", err);
@@ -313,18 +337,19 @@ int cmd_balance(int argc, char **argv)
     }
     run_entry entries[2];
     size_t n = 0;
-    if (tk_balance_new(w, c, &cli.bal, err, sizeof(err)) < 0) {
+    if (tk_balance_new(w, c, &cli->bal, err, sizeof(err)) < 0) {
         fprintf(stderr, "tcpkit %s: %s\n", CMD, err);
-    } else if (open_servers(w, c, cli.bal, entries, &n) == 0) {
+    } else if (open_servers(w, c, cli->bal, server_opts_access(&cli->so), entries, &n) == 0 &&
+               server_opts_drop_privileges(&cli->so) == 0) {
         uint32_t drain = c->drain_timeout_ms;
         free(c);
         c = NULL;
-        status = run_servers_reloadable(w, entries, n, drain, on_hup, &cli);
+        status = run_servers_reloadable(w, entries, n, drain, on_hup, cli);
         n = 0;
     }
     for (size_t i = 0; i < n; i++)
         tk_server_free(entries[i].server);
-    tk_balance_free(cli.bal);
+    tk_balance_free(cli->bal);
     tk_workers_free(w);
     free(c);
     return status;

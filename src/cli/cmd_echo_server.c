@@ -7,6 +7,7 @@
 #include "cli/echo_setup.h"
 #include "cli/opts.h"
 #include "cli/tls_opts.h"
+#include "cli/server_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
@@ -39,14 +40,18 @@ static const char usage_text[] =
     "      --sndbuf BYTES, --rcvbuf BYTES  socket buffer sizes\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
     "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
-    "  -h, --help                this help\n";
+    "  -h, --help                this help\n"
+    "\n" SERVER_OPTS_HELP;
 
 int cmd_echo_server(int argc, char **argv)
 {
     echo_options o;
+    server_opts so;
     echo_options_init(&o, "echo-server");
+    server_opts_init(&so, "echo-server");
     static const struct option longopts[] = {
         ECHO_LONGOPTS,
+        SERVER_OPTS_LONGOPTS,
         {"listen", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -54,23 +59,30 @@ int cmd_echo_server(int argc, char **argv)
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "l:t:h", longopts, NULL)) != -1) {
+        int rc;
         if (ch == 'h') {
             fputs(usage_text, stdout);
-            return 0;
+            rc = 0;
+        } else if (ch == 'l') {
+            rc = opt_listen(o.cmd, &o.server, "--listen", optarg);
+        } else if ((rc = server_option(&so, ch, optarg)) < 0) {
+            rc = echo_option(&o, ch, optarg);
         }
-        if (ch == 'l') {
-            int rc = opt_listen(o.cmd, &o.server, "--listen", optarg);
-            if (rc)
-                return rc;
-            continue;
-        }
-        int rc = echo_option(&o, ch, optarg);
-        if (rc)
+        if (rc || ch == 'h') {
+            server_opts_free(&so);
             return rc;
+        }
     }
-    if (optind < argc)
-        return opt_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
-    if (o.server.nlisten == 0)
-        o.server.listen[o.server.nlisten++] = "127.0.0.1:8080";
-    return echo_run(&o);
+    int rc = optind < argc ? opt_usage_error(o.cmd, "unexpected argument '%s'", argv[optind])
+                           : server_opts_finish(&so);
+    if (rc == 0 && o.server.udp && server_opts_access(&so))
+        rc = opt_usage_error(o.cmd, "--allow, --deny and the per-address limits are for TCP");
+    if (rc == 0) {
+        if (o.server.nlisten == 0)
+            o.server.listen[o.server.nlisten++] = "127.0.0.1:8080";
+        o.server.access = server_opts_access(&so);
+        rc = echo_run(&o, &so);
+    }
+    server_opts_free(&so);
+    return rc;
 }

@@ -8,6 +8,7 @@
 #include "cli/opts.h"
 #include "cli/tls_opts.h"
 #include "cli/run.h"
+#include "cli/server_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
@@ -49,14 +50,28 @@ static const char usage_text[] =
     "      --keepalive IDLE[,INTVL[,COUNT]]  TCP keepalive (default 60,10,6; 0: off)\n"
     "      --log-level LEVEL     debug, info (default), warn, error, off\n"
     "      --log-format FORMAT   text (default) or json\n" TLS_SERVER_HELP
-    "  -h, --help                this help\n";
+    "  -h, --help                this help\n"
+    "\n" SERVER_OPTS_HELP;
+
+static int file_server(int argc, char **argv, files_options *o, server_opts *so);
 
 int cmd_file_server(int argc, char **argv)
 {
     files_options o;
+    server_opts so;
     files_options_init(&o, "file-server");
+    server_opts_init(&so, "file-server");
+    int rc = file_server(argc, argv, &o, &so);
+    server_opts_free(&so);
+    return rc;
+}
+
+/* Parses the options and serves; the policy in so outlives the server. */
+static int file_server(int argc, char **argv, files_options *o, server_opts *so)
+{
     static const struct option longopts[] = {
         FILES_LONGOPTS(""),
+        SERVER_OPTS_LONGOPTS,
         {"listen", required_argument, NULL, 'l'},
         {"max-clients", required_argument, NULL, FO_MAX_CLIENTS},
         {"idle-timeout", required_argument, NULL, FO_IDLE},
@@ -79,7 +94,7 @@ int cmd_file_server(int argc, char **argv)
         switch (ch) {
         case 'h': fputs(usage_text, stdout); return 0;
         case 'l': {
-            int rc = opt_listen(o.cmd, &o.server, "--listen", optarg);
+            int rc = opt_listen(o->cmd, &o->server, "--listen", optarg);
             if (rc)
                 return rc;
             continue;
@@ -87,50 +102,55 @@ int cmd_file_server(int argc, char **argv)
         case 'r': ch = FO_ROOT; break;
         case 't':
             if (tk_parse_uint(optarg, 1, MAX_THREADS, &v) < 0)
-                return opt_usage_error(o.cmd, "bad --threads '%s' (1 to %d)", optarg, MAX_THREADS);
-            o.threads = (unsigned)v;
+                return opt_usage_error(o->cmd, "bad --threads '%s' (1 to %d)", optarg, MAX_THREADS);
+            o->threads = (unsigned)v;
             continue;
-        case '?': fprintf(stderr, "Try 'tcpkit %s --help'.\n", o.cmd); return 2;
+        case '?': fprintf(stderr, "Try 'tcpkit %s --help'.\n", o->cmd); return 2;
         default: break;
         }
-        int rc = tls_option(&tls_o, o.cmd, ch, optarg);
-        if (rc >= 0) {
-            if (rc)
-                return rc;
-            continue;
-        }
-        rc = files_option(&o, ch, optarg);
+        int rc = tls_option(&tls_o, o->cmd, ch, optarg);
+        if (rc < 0)
+            rc = server_option(so, ch, optarg);
+        if (rc < 0)
+            rc = files_option(o, ch, optarg);
         if (rc)
             return rc < 0 ? 2 : rc;
     }
     if (optind < argc)
-        return opt_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
-    if (o.files.allow_overwrite && !o.files.allow_upload)
-        return opt_usage_error(o.cmd, "--allow-overwrite needs --allow-upload");
-    if (o.server.nlisten == 0)
-        o.server.listen[o.server.nlisten++] = "127.0.0.1:8082";
-    int rc = opt_logging(o.cmd, o.log_level, o.log_format);
+        return opt_usage_error(o->cmd, "unexpected argument '%s'", argv[optind]);
+    if (o->files.allow_overwrite && !o->files.allow_upload)
+        return opt_usage_error(o->cmd, "--allow-overwrite needs --allow-upload");
+    if (o->server.nlisten == 0)
+        o->server.listen[o->server.nlisten++] = "127.0.0.1:8082";
+    int rc = server_opts_finish(so);
     if (rc)
         return rc;
-    if (files_options_finish(&o))
+    rc = opt_logging(o->cmd, o->log_level, o->log_format);
+    if (rc)
+        return rc;
+    if (files_options_finish(o))
         return 1;
     tk_tls_ctx *tls = NULL;
-    if ((rc = tls_build(&tls_o, o.cmd, 1, &tls)) != 0)
+    if ((rc = tls_build(&tls_o, o->cmd, 1, &tls)) != 0)
         return rc;
-    o.server.tls = tls;
+    o->server.tls = tls;
+    o->server.access = server_opts_access(so);
     tk_workers *w = NULL;
-    rc = tk_workers_new(o.threads, &w);
+    rc = tk_workers_new(o->threads, &w);
     if (rc < 0) {
-        tk_error("cannot create %u event loops: %s", o.threads, strerror(-rc));
+        tk_error("cannot create %u event loops: %s", o->threads, strerror(-rc));
         tk_tls_ctx_free(tls);
         return 1;
     }
     tk_files *files = NULL;
     tk_server *server = NULL;
     int status = 1;
-    if (files_build(&o, w, &files, &server) == 0) {
+    if (files_build(o, w, &files, &server) == 0) {
         run_entry entry = {server, "files"};
-        status = run_servers(w, &entry, 1, o.shutdown_ms);
+        if (server_opts_drop_privileges(so) == 0)
+            status = run_servers(w, &entry, 1, o->shutdown_ms);
+        else
+            tk_server_free(server);
     }
     tk_files_free(files);
     tk_workers_free(w);

@@ -12,6 +12,7 @@
 #include "cli/files_setup.h"
 #include "cli/opts.h"
 #include "cli/run.h"
+#include "cli/server_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/log.h"
 
@@ -45,9 +46,23 @@ static const char usage_text[] =
     "  -h, --help                this help\n"
     "\n"
     "Every echo-server option is accepted too and applies to the echo service;\n"
-    "the chat service runs with chat-server's defaults.\n";
+    "the chat service runs with chat-server's defaults. The access options below\n"
+    "apply to every service, each counting its own clients per address.\n"
+    "\n" SERVER_OPTS_HELP;
+
+static int serve(int argc, char **argv, server_opts *so);
 
 int cmd_serve(int argc, char **argv)
+{
+    server_opts so;
+    server_opts_init(&so, "serve");
+    int rc = serve(argc, argv, &so);
+    server_opts_free(&so);
+    return rc;
+}
+
+/* Parses the options and serves; the policy in so outlives the servers. */
+static int serve(int argc, char **argv, server_opts *so)
 {
     echo_options o;
     chat_options co;
@@ -57,6 +72,7 @@ int cmd_serve(int argc, char **argv)
     files_options_init(&fo, "serve");
     static const struct option longopts[] = {
         ECHO_LONGOPTS,
+        SERVER_OPTS_LONGOPTS,
         {"echo-listen", required_argument, NULL, OPT_ECHO_LISTEN},
         {"chat-listen", required_argument, NULL, OPT_CHAT_LISTEN},
         {"chat-db", required_argument, NULL, OPT_CHAT_DB},
@@ -83,7 +99,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_FILES_LISTEN: rc = opt_listen(o.cmd, &fo.server, "--files-listen", optarg); break;
         default:
-            rc = files_option(&fo, ch, optarg);
+            rc = server_option(so, ch, optarg);
+            if (rc < 0)
+                rc = files_option(&fo, ch, optarg);
             if (rc < 0)
                 rc = echo_option(&o, ch, optarg);
             break;
@@ -105,11 +123,15 @@ int cmd_serve(int argc, char **argv)
         fo.server.listen[fo.server.nlisten++] = "127.0.0.1:8082";
     if (fo.files.allow_overwrite && !fo.files.allow_upload)
         return opt_usage_error(o.cmd, "--files-allow-overwrite needs --files-allow-upload");
+    rc = server_opts_finish(so);
+    if (rc)
+        return rc;
     rc = opt_logging(o.cmd, o.log_level, o.log_format);
     if (rc)
         return rc;
     if (chat_options_finish(&co) || files_options_finish(&fo))
         return 1;
+    o.server.access = co.server.access = fo.server.access = server_opts_access(so);
     co.shutdown_ms = o.shutdown_ms;
     tk_tls_ctx *tls = NULL;
     if ((rc = tls_build(&o.tls, o.cmd, 1, &tls)) != 0)
@@ -134,7 +156,12 @@ int cmd_serve(int argc, char **argv)
         entries[0].label = "echo";
         entries[1].label = "chat";
         entries[2].label = "files";
-        status = run_servers(w, entries, 3, o.shutdown_ms);
+        if (server_opts_drop_privileges(so) == 0) {
+            status = run_servers(w, entries, 3, o.shutdown_ms);
+        } else {
+            for (size_t i = 0; i < 3; i++)
+                tk_server_free(entries[i].server);
+        }
     } else {
         if (echo)
             tk_server_free(entries[0].server);

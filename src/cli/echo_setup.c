@@ -145,7 +145,7 @@ int echo_build(echo_options *o, tk_workers *w, tk_echo **echo, tk_server **serve
     return 0;
 }
 
-int echo_run(echo_options *o)
+int echo_run(echo_options *o, const server_opts *so)
 {
     int rc = opt_logging(o->cmd, o->log_level, o->log_format);
     if (rc)
@@ -171,7 +171,10 @@ int echo_run(echo_options *o)
     }
     if (echo_build(o, w, &echo, &server) == 0) {
         run_entry entry = {server, o->server.udp ? "echo, udp" : tls ? "echo, tls" : "echo"};
-        status = run_servers(w, &entry, 1, o->shutdown_ms);
+        if (server_opts_drop_privileges(so) == 0)
+            status = run_servers(w, &entry, 1, o->shutdown_ms);
+        else
+            tk_server_free(server);
     }
     tk_echo_free(echo);
     tk_workers_free(w);

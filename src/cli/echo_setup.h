@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cli/tls_opts.h"
+#include "cli/server_opts.h"
 #include "tcpkit/echo.h"
 #include "tcpkit/server.h"
 #include "tcpkit/workers.h"
@@ -79,8 +80,8 @@ int echo_option(echo_options *o, int ch, const char *arg);
  * error (nothing is left to free then). */
 int echo_build(echo_options *o, tk_workers *w, tk_echo **echo, tk_server **server);
 
-/* Builds the workers, service and server, and runs them until a signal.
- * Returns the exit status. */
-int echo_run(echo_options *o);
+/* Builds the workers, service and server, drops privileges as so says, and
+ * runs them until a signal. Returns the exit status. */
+int echo_run(echo_options *o, const server_opts *so);
 
 #endif

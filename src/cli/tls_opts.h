@@ -9,12 +9,12 @@
 #include "tcpkit/tls.h"
 
 enum {
-    OPT_TLS_CERT = 3000,
+    OPT_TLS_CERT = 3200,
     OPT_TLS_KEY,
     OPT_TLS_CLIENT_CA,
     OPT_TLS_HANDSHAKE_TIMEOUT,
     OPT_TLS_MIN_VERSION,
-    OPT_TLS = 3100,
+    OPT_TLS = 3300,
     OPT_TLS_CA,
     OPT_TLS_INSECURE,
     OPT_TLS_SERVER_NAME,

@@ -280,6 +280,11 @@ const tk_addr *tk_conn_peer(const tk_conn *c)
     return &c->peer;
 }
 
+void tk_conn_set_peer(tk_conn *c, const tk_addr *peer)
+{
+    c->peer = *peer;
+}
+
 uint64_t tk_conn_read_time_us(const tk_conn *c)
 {
     return c->read_us;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tcpkit/conn.h"
@@ -24,7 +25,8 @@ typedef struct {
     unsigned index;
     tk_listener *listeners[TK_SERVER_MAX_LISTEN];
     size_t nlisteners;
-    int done; /* main loop only */
+    int done;            /* main loop only */
+    tk_timer access_log; /* writes the access refusal summary when it is due */
     uint64_t last_refusal_log;
     unsigned long refused_unlogged;
 } srv_loop;
@@ -34,6 +36,7 @@ struct tk_server {
     const tk_service_ops *ops;
     void *svc;
     tk_server_config cfg;
+    tk_access *access;
     atomic_uint active;
     tk_addr bound[TK_SERVER_MAX_LISTEN];
     size_t nbound;
@@ -95,18 +98,52 @@ static void refused(srv_loop *sl, const tk_addr *peer, unsigned active)
     sl->refused_unlogged = 0;
 }
 
+/* A refused client gets a reset: nothing to send, nothing to wait for. */
+static void reset_close(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static void on_access_log(tk_loop *loop, tk_timer *t)
+{
+    srv_loop *sl = (srv_loop *)((char *)t - offsetof(srv_loop, access_log));
+    uint32_t due = tk_access_log_flush(sl->s->access, tk_loop_now(loop), 0);
+    if (due)
+        (void)tk_timer_start(loop, t, due);
+}
+
+/* Checks the peer against the access rules; 0 if admitted, else the
+ * client is reset and the summary's timer armed on this loop. */
+static int access_check(srv_loop *sl, tk_loop *loop, int fd, const tk_addr *peer)
+{
+    uint64_t now = tk_loop_now(loop);
+    if (tk_access_admit(sl->s->access, peer, now, NULL) == 0)
+        return 0;
+    reset_close(fd);
+    uint32_t due = tk_access_log_flush(sl->s->access, now, 0);
+    if (due && !tk_timer_active(&sl->access_log))
+        (void)tk_timer_start(loop, &sl->access_log, due);
+    return -EACCES;
+}
+
 static void on_accept(tk_listener *l, int fd, const tk_addr *peer, void *arg)
 {
     srv_loop *sl = arg;
     tk_server *s = sl->s;
+    tk_loop *loop = tk_workers_loop(s->w, sl->index);
     (void)l;
+    if (s->access && access_check(sl, loop, fd, peer) < 0)
+        return;
     if (s->cfg.max_clients) {
         unsigned prev = atomic_fetch_add(&s->active, 1);
         if (prev >= s->cfg.max_clients) {
             atomic_fetch_sub(&s->active, 1);
+            if (s->access)
+                tk_access_release(s->access, peer, tk_loop_now(loop));
             refused(sl, peer, prev);
-            reject(tk_workers_loop(s->w, sl->index), fd, s->cfg.tls, s->cfg.busy_msg,
-                   s->cfg.busy_len);
+            reject(loop, fd, s->cfg.tls, s->cfg.busy_msg, s->cfg.busy_len);
             if (s->ops->rejected)
                 s->ops->rejected(s->svc, sl->index);
             return;
@@ -193,6 +230,20 @@ static int open_one(tk_server *s, const char *spec, char *err, size_t errcap)
     return rc;
 }
 
+static int open_access(tk_server *s, const tk_server_config *cfg, char *err, size_t errcap)
+{
+    if (cfg->udp) {
+        snprintf(err, errcap, "access rules and per-address limits are for TCP servers only");
+        return -EINVAL;
+    }
+    if (tk_access_config_check(cfg->access, err, errcap) < 0)
+        return -EINVAL;
+    int rc = tk_access_new(cfg->access, &s->access);
+    if (rc < 0)
+        snprintf(err, errcap, "cannot set up access rules: %s", strerror(-rc));
+    return rc;
+}
+
 int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_ops *ops, void *svc,
                    tk_server **out, char *err, size_t errcap)
 {
@@ -207,6 +258,7 @@ int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_
     s->ops = ops;
     s->svc = svc;
     s->cfg = *cfg;
+    s->cfg.access = NULL; /* copied into s->access below */
     s->nloops = tk_workers_count(w);
     if (cfg->loops && cfg->loops < s->nloops)
         s->nloops = cfg->loops;
@@ -218,9 +270,15 @@ int tk_server_open(tk_workers *w, const tk_server_config *cfg, const tk_service_
     for (unsigned i = 0; i < s->nloops; i++) {
         s->loops[i].s = s;
         s->loops[i].index = i;
+        tk_timer_init(&s->loops[i].access_log, on_access_log);
+    }
+    int rc = cfg->access ? open_access(s, cfg, err, errcap) : 0;
+    if (rc < 0) {
+        tk_server_free(s);
+        return rc;
     }
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        int rc = open_one(s, cfg->listen[i], err, errcap);
+        rc = open_one(s, cfg->listen[i], err, errcap);
         if (rc < 0) {
             tk_server_free(s);
             return rc;
@@ -245,10 +303,16 @@ const tk_addr *tk_server_bound(const tk_server *s, size_t i)
     return &s->bound[i];
 }
 
-void tk_server_release(tk_server *s, unsigned loop_index)
+void tk_server_release(tk_server *s, unsigned loop_index, const tk_addr *peer)
 {
-    (void)loop_index;
     atomic_fetch_sub(&s->active, 1);
+    if (s->access && peer)
+        tk_access_release(s->access, peer, tk_loop_now(tk_workers_loop(s->w, loop_index)));
+}
+
+tk_access *tk_server_access(const tk_server *s)
+{
+    return s->access;
 }
 
 unsigned tk_server_active(const tk_server *s)
@@ -343,9 +407,12 @@ void tk_server_free(tk_server *s)
         return;
     for (unsigned i = 0; i < s->nloops; i++) {
         close_listeners(&s->loops[i]);
+        tk_timer_stop(tk_workers_loop(s->w, i), &s->loops[i].access_log);
         s->ops->abort(s->svc, i);
         tk_loop_run_pending(tk_workers_loop(s->w, i));
     }
+    /* After the aborts: closing clients count themselves out of it. */
+    tk_access_free(s->access);
     free(s->loops);
     free(s);
 }

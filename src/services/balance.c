@@ -147,7 +147,7 @@ static void session_end(bal_session *s, const char *reason)
     /* The loop may still hold events of this batch for its watchers. */
     tk_defer_queue(lp->loop, &s->release);
     if (bal->server)
-        tk_server_release(bal->server, lp->index);
+        tk_server_release(bal->server, lp->index, &s->peer);
     if (lp->draining && lp->nsessions == 0 && bal->server)
         tk_server_loop_done(bal->server, lp->index);
 }
@@ -550,7 +550,7 @@ static void bal_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     bal_session *s = calloc(1, sizeof(*s));
     if (!s) {
         close(fd);
-        tk_server_release(bal->server, index);
+        tk_server_release(bal->server, index, peer);
         return;
     }
     s->lp = lp;

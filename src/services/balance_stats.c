@@ -231,7 +231,7 @@ static void stats_closed(tk_conn *c, tk_close_reason why, int err)
     if (sc->next)
         sc->next->prev = sc->prev;
     if (sc->bal->stats_server)
-        tk_server_release(sc->bal->stats_server, sc->index);
+        tk_server_release(sc->bal->stats_server, sc->index, tk_conn_peer(c));
     free(sc);
 }
 
@@ -243,12 +243,11 @@ static const tk_conn_handler stats_handler = {
 
 static void stats_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
 {
-    (void)peer;
     tk_balance *bal = svc;
     stats_client *sc = malloc(sizeof(*sc));
     if (!sc) {
         close(fd);
-        tk_server_release(bal->stats_server, index);
+        tk_server_release(bal->stats_server, index, peer);
         return;
     }
     sc->bal = bal;
@@ -260,9 +259,10 @@ static void stats_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     lim.max_output = 16 * 1024 * 1024;
     if (tk_conn_new(tk_workers_loop(bal->w, index), fd, &stats_handler, &lim, sc, &sc->conn) < 0) {
         free(sc);
-        tk_server_release(bal->stats_server, index);
+        tk_server_release(bal->stats_server, index, peer);
         return;
     }
+    tk_conn_set_peer(sc->conn, peer);
     sc->prev = NULL;
     sc->next = bal->stats_clients;
     if (sc->next)

@@ -820,7 +820,7 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
         cl->next->prev = cl->prev;
     chat->nclients--;
     if (chat->server && cl->counted)
-        tk_server_release(chat->server, 0);
+        tk_server_release(chat->server, 0, tk_conn_peer(c));
     free(cl);
     if (chat->shutting_down && chat->nclients == 0 && chat->server)
         tk_server_loop_done(chat->server, 0);
@@ -887,13 +887,12 @@ static void arm_client_timer(chat_client *cl)
 static void chat_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
 {
     tk_chat *chat = svc;
-    (void)peer;
     (void)tk_sock_apply(fd, &chat->cfg.sockopts);
     chat_client *cl = calloc(1, sizeof(*cl));
     if (!cl) {
         close(fd);
         if (chat->server)
-            tk_server_release(chat->server, index);
+            tk_server_release(chat->server, index, peer);
         return;
     }
     int err = tk_conn_new(chat->loop, fd, &handler, &chat->limits, cl, &cl->conn);
@@ -901,9 +900,10 @@ static void chat_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
         tk_warn("chat: cannot take a client: %s", strerror(-err));
         free(cl);
         if (chat->server)
-            tk_server_release(chat->server, index);
+            tk_server_release(chat->server, index, peer);
         return;
     }
+    tk_conn_set_peer(cl->conn, peer);
     cl->chat = chat;
     cl->counted = 1;
     tk_line_init(&cl->dec, chat->cfg.max_line);

@@ -193,7 +193,7 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
     unlink_client(cl);
     free(cl);
     if (el->e->server)
-        tk_server_release(el->e->server, el->index);
+        tk_server_release(el->e->server, el->index, tk_conn_peer(c));
     if (el->shutting_down && el->nclients == 0 && el->e->server)
         tk_server_loop_done(el->e->server, el->index);
 }
@@ -237,7 +237,7 @@ static void echo_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     if (!cl) {
         close(fd);
         if (e->server)
-            tk_server_release(e->server, index);
+            tk_server_release(e->server, index, peer);
         return;
     }
     const tk_conn_handler *h = e->cfg.framing == TK_ECHO_FRAMING_LENGTH ? &length_handler
@@ -248,9 +248,10 @@ static void echo_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
         tk_warn("echo: cannot take a client: %s", strerror(-err));
         free(cl);
         if (e->server)
-            tk_server_release(e->server, index);
+            tk_server_release(e->server, index, peer);
         return;
     }
+    tk_conn_set_peer(cl->conn, peer);
     cl->el = el;
     tk_line_init(&cl->dec, e->cfg.max_line);
     tk_conn_set_metrics(cl->conn, el->metrics);

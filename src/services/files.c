@@ -356,7 +356,7 @@ static void on_close(tk_conn *c, tk_close_reason why, int err)
     unlink_conn(fc);
     free(fc);
     if (fl->f->server)
-        tk_server_release(fl->f->server, fl->index);
+        tk_server_release(fl->f->server, fl->index, tk_conn_peer(c));
     if (fl->shutting_down && fl->nconns == 0 && fl->f->server)
         tk_server_loop_done(fl->f->server, fl->index);
 }
@@ -393,7 +393,7 @@ static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     if (!fc) {
         close(fd);
         if (f->server)
-            tk_server_release(f->server, index);
+            tk_server_release(f->server, index, peer);
         return;
     }
     tk_conn_limits lim;
@@ -412,9 +412,10 @@ static void svc_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
         tk_warn("files: cannot take a client: %s", strerror(-err));
         free(fc);
         if (f->server)
-            tk_server_release(f->server, index);
+            tk_server_release(f->server, index, peer);
         return;
     }
+    tk_conn_set_peer(fc->conn, peer);
     fc->fl = fl;
     /* Over TLS, file ranges go through kernel TLS with sendfile() when the
      * kernel has it, and through one staging copy otherwise: never worse
