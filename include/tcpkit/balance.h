@@ -3,7 +3,7 @@
  * health checks, passive failure detection and retries, per-backend
  * connection limits with a bounded queue, optional PROXY protocol headers,
  * zero-copy relaying (splice through pipes), live reload of the backend set
- * and a stats endpoint.
+ * a stats endpoint and TLS termination towards plain backends.
  *
  * Settings have one vocabulary: tk_balance_config_set(c, "name", "value")
  * is what a command line option --name VALUE and a configuration file line
@@ -23,6 +23,7 @@
 #define TK_BALANCE_MAX_WEIGHT   1000
 #define TK_BALANCE_CHECK_MAX    256 /* bytes of a health check's send or expect */
 #define TK_BALANCE_ADDR_MAX     (TK_HOST_MAX + 8)
+#define TK_BALANCE_PATH_MAX     1024 /* bytes of a file name setting, NUL included */
 
 typedef enum {
     TK_ALGO_ROUNDROBIN = 0, /* smooth weighted round robin */
@@ -84,6 +85,14 @@ typedef struct {
     size_t check_send_len;
     unsigned char check_expect[TK_BALANCE_CHECK_MAX]; /* reply must start with this */
     size_t check_expect_len;                          /* 0: connecting is enough */
+
+    /* TLS towards clients: with a certificate and key every client listener
+     * speaks TLS; backends stay plain. "" for none. */
+    char tls_cert[TK_BALANCE_PATH_MAX];      /* PEM certificate chain */
+    char tls_key[TK_BALANCE_PATH_MAX];       /* its PEM private key */
+    char tls_client_ca[TK_BALANCE_PATH_MAX]; /* require client certificates from these CAs */
+    uint32_t tls_handshake_timeout_ms;       /* default 10 s */
+    int tls_min_version;                     /* 0x0303 (TLS 1.2, the default) or 0x0304 */
 } tk_balance_config;
 
 /* Every setting at its default; no listener, no backend. */
@@ -112,8 +121,9 @@ int tk_balance_config_parse(tk_balance_config *c, const char *text, size_t len, 
 
 /* Checks the rules between settings (at least one backend, no backend given
  * twice, rise and fall at least 1, a check timeout no longer than the
- * interval, a connect timeout no longer than the budget). Returns 0 or
- * -EINVAL with a message in err. */
+ * interval, a connect timeout no longer than the budget, a TLS certificate
+ * and key together, a client CA only with them). Returns 0 or -EINVAL with
+ * a message in err. */
 int tk_balance_config_check(const tk_balance_config *c, char *err, size_t errcap);
 
 /* ---- The service ---- */
@@ -121,8 +131,8 @@ int tk_balance_config_check(const tk_balance_config *c, char *err, size_t errcap
 typedef struct tk_balance tk_balance;
 
 /* Creates the balancer for the loops of w with the settings of c (checked
- * with tk_balance_config_check; backend names are resolved now). Returns 0
- * or a negative errno with a message in err. */
+ * with tk_balance_config_check; backend names are resolved now, TLS files
+ * loaded now). Returns 0 or a negative errno with a message in err. */
 int tk_balance_new(tk_workers *w, const tk_balance_config *c, tk_balance **out, char *err,
                    size_t errcap);
 
@@ -135,9 +145,11 @@ void tk_balance_set_server(tk_balance *b, tk_server *s);
 /* Replaces the backend set and settings with those of c while serving;
  * call from the thread that owns w. Backends with the same address keep
  * their counters, health and balancing state; connections in progress are
- * untouched. Listener, stats and thread settings are not changed (a warning
- * is logged when they differ). Returns 0 or a negative errno with a
- * message in err (the old settings then stay). */
+ * untouched. The TLS certificate, key and CA files are read again, so new
+ * clients get the new certificate; turning TLS on or off is refused.
+ * Listener, stats and thread settings are not changed (a warning is logged
+ * when they differ). Returns 0 or a negative errno with a message in err
+ * (the old settings, TLS context included, then stay). */
 int tk_balance_reload(tk_balance *b, const tk_balance_config *c, char *err, size_t errcap);
 
 /* The live state as text (json == 0) or JSON, in a malloc'd NUL-terminated

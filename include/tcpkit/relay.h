@@ -8,7 +8,15 @@
  * side, and TCP flow control pushes back on the sender. A FIN from one side
  * is passed on as a write shutdown of the other (half-close), and the relay
  * ends once both directions have finished, a side fails, or a side is idle
- * too long. Knows no protocol. */
+ * too long. Knows no protocol.
+ *
+ * Side A may speak TLS (a session whose handshake is done): its bytes are
+ * decrypted into the loop's scratch buffer and go on to B as in the copy
+ * path, with what B cannot take waiting in the pipe; B's bytes are read into
+ * the scratch buffer and encrypted towards A, and what A's socket cannot take
+ * yet waits in a buffer of at most one read (the pipe size, up to the
+ * scratch size), allocated only while bytes wait. B's FIN becomes a
+ * close_notify, then a write shutdown, towards A. */
 #ifndef TCPKIT_RELAY_H
 #define TCPKIT_RELAY_H
 
@@ -17,6 +25,7 @@
 #include <stdint.h>
 
 #include "tcpkit/loop.h"
+#include "tcpkit/tls.h"
 
 typedef struct tk_relay tk_relay;
 
@@ -31,8 +40,9 @@ typedef enum {
 } tk_relay_end;
 
 /* Called once when the relay ends, with err the socket error (negative
- * errno) for TK_RELAY_ERROR_*, else 0. The relay and both sockets are
- * closed and freed when it returns. */
+ * errno) for TK_RELAY_ERROR_*, else 0; a TLS failure on A is
+ * TK_RELAY_ERROR_A with -EPROTO (tk_relay_tls_error says why). The relay,
+ * both sockets and A's TLS session are closed and freed when it returns. */
 typedef void (*tk_relay_cb)(tk_relay *r, tk_relay_end end, int err, void *arg);
 
 typedef struct {
@@ -49,18 +59,24 @@ typedef struct {
      * (relaxed atomics, so other threads may read them live). */
     _Atomic uint64_t *count_a2b;
     _Atomic uint64_t *count_b2a;
+    /* A's TLS session on socket a, handshake done; NULL: A is plain. */
+    tk_tls *tls_a;
 } tk_relay_opts;
 
 /* Starts relaying between the connected non-blocking sockets a and b, which
- * it takes over (both are closed on failure too). preamble and head are
- * copied. Returns 0
- * or a negative errno (-EMFILE/-ENFILE when no pipe could be made). */
+ * it takes over with opts->tls_a (all closed and freed on failure too).
+ * preamble and head are copied. Returns 0 or a negative errno (-EMFILE or
+ * -ENFILE when no pipe could be made). */
 int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_relay_cb cb,
                    void *arg, tk_relay **out);
 
 /* Closes both sockets at once and frees the relay; the callback is not
  * called. Data in flight is dropped and both peers get a reset. */
 void tk_relay_close(tk_relay *r);
+
+/* Why TLS failed on A, for the callback's log line; "" for a plain A or
+ * when TLS did not fail. */
+const char *tk_relay_tls_error(const tk_relay *r);
 
 /* Bytes delivered so far from A to B (head included, preamble not) and from
  * B to A. */

@@ -81,8 +81,11 @@ ssize_t tk_tls_sendfile(tk_tls *t, int fd, uint64_t off, size_t n);
  * for the socket. */
 int tk_tls_pending(const tk_tls *t);
 
-/* Sends close_notify (best effort, never waits). */
-void tk_tls_shutdown(tk_tls *t);
+/* Sends close_notify without waiting for the peer's: 0 once it is out (or
+ * when the handshake never finished: nothing to send), -EAGAIN when the
+ * socket took only part of it (call again when tk_tls_want() is ready), or
+ * another negative errno. Callers that do not care ignore the result. */
+int tk_tls_shutdown(tk_tls *t);
 
 /* Why the last call failed, for logs and users ("certificate verify failed:
  * certificate has expired", ...); "" if nothing failed. */

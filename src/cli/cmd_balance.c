@@ -26,7 +26,8 @@ static const char usage_text[] =
     "\n"
     "Relays TCP clients to a set of backends: weighted algorithms, active health\n"
     "checks, retries on other backends, per-backend limits with a queue, PROXY\n"
-    "protocol, zero-copy relaying, SIGHUP reload, SIGTERM drain, live stats.\n"
+    "protocol, zero-copy relaying, TLS termination, SIGHUP reload, SIGTERM drain,\n"
+    "live stats.\n"
     "\n"
     "  -l, --listen ADDR          address to accept clients on, repeatable\n"
     "                             (default 127.0.0.1:8090)\n"
@@ -63,6 +64,14 @@ static const char usage_text[] =
     "                             is enough)\n"
     "      --rise N               passed checks that bring a backend up (default 2)\n"
     "      --fall N               failures that take a backend down (default 3)\n"
+    "      --tls-cert FILE        clients speak TLS: this PEM certificate chain (with\n"
+    "                             --tls-key); backends stay plain; SIGHUP reads the\n"
+    "                             files again (new clients get the new certificate)\n"
+    "      --tls-key FILE         the certificate's PEM private key\n"
+    "      --tls-client-ca FILE   require client certificates signed by these CAs\n"
+    "      --tls-handshake-timeout T  close clients whose handshake takes longer\n"
+    "                             (default 10s)\n"
+    "      --tls-min-version V    1.2 (default) or 1.3\n"
     "      --max-clients N        client connections at once (default 0: no limit)\n"
     "  -t, --threads N            event loops, one per thread (default: CPU count)\n"
     "      --drain-timeout T      on SIGTERM, time connections get to finish (default 30s)\n"
@@ -108,6 +117,11 @@ static const struct option longopts[] = {
     {"check-expect", required_argument, NULL, OPT_SETTING},
     {"rise", required_argument, NULL, OPT_SETTING},
     {"fall", required_argument, NULL, OPT_SETTING},
+    {"tls-cert", required_argument, NULL, OPT_SETTING},
+    {"tls-key", required_argument, NULL, OPT_SETTING},
+    {"tls-client-ca", required_argument, NULL, OPT_SETTING},
+    {"tls-handshake-timeout", required_argument, NULL, OPT_SETTING},
+    {"tls-min-version", required_argument, NULL, OPT_SETTING},
     {"max-clients", required_argument, NULL, OPT_SETTING},
     {"drain-timeout", required_argument, NULL, OPT_SETTING},
     {NULL, 0, NULL, 0},

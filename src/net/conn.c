@@ -448,7 +448,7 @@ static void after_drained(tk_conn *c)
     if ((c->flags & F_SHUT_WANTED) && !(c->flags & F_SHUT_DONE)) {
         c->flags |= F_SHUT_DONE;
         if (c->tls && !(c->flags & F_TLS_DEAD))
-            tk_tls_shutdown(c->tls);
+            (void)tk_tls_shutdown(c->tls);
         if (shutdown(c->io.fd, SHUT_WR) < 0 && (c->flags & F_CLOSING)) {
             tk_conn_close(c, c->reason, -errno);
             return;

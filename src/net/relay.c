@@ -1,4 +1,5 @@
-/* Two sockets joined by splice() through a pipe per direction. */
+/* Two sockets joined by splice() through a pipe per direction, or with
+ * TLS on side A, through OpenSSL and the loop's scratch buffer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -33,6 +34,11 @@ typedef struct {
     unsigned char eof;      /* src sent its FIN */
     unsigned char fin_sent; /* dst's write side is shut */
     unsigned char want;     /* TK_READ (src) or TK_WRITE (dst) or 0 */
+    unsigned char flip;     /* a TLS call waits for the other readiness of its socket */
+    /* To a TLS destination: bytes read but not yet taken by the session,
+     * offered again as they are (one read at most; NULL when none wait). */
+    unsigned char *hold;
+    size_t hold_len, hold_off;
 } relay_dir;
 
 typedef struct tk_relay tk_relay;
@@ -50,6 +56,8 @@ struct tk_relay {
     relay_dir dir[2]; /* 0: A to B, 1: B to A */
     tk_timer idle;
     tk_defer release; /* frees the relay once the loop's batch is over */
+    tk_defer reread;  /* A's decrypted bytes wait in the session: read them */
+    tk_tls *tls;      /* A's TLS session, or NULL */
     uint64_t last[2]; /* loop time of the last byte to or from each side */
     uint32_t idle_ms[2];
     tk_relay_cb cb;
@@ -176,6 +184,9 @@ static void relay_free(tk_relay *r, int reset_a, int reset_b)
     static const struct linger hard = {1, 0};
     int reset[2] = {reset_a, reset_b};
     tk_timer_stop(r->loop, &r->idle);
+    tk_defer_cancel(r->loop, &r->reread);
+    tk_tls_free(r->tls);
+    r->tls = NULL;
     for (int s = 0; s < 2; s++) {
         tk_io_stop(r->loop, &r->side[s].io);
         if (reset[s])
@@ -185,6 +196,8 @@ static void relay_free(tk_relay *r, int reset_a, int reset_b)
         pipe_give(&d->pipe, d->in_pipe == 0);
         free(d->head);
         d->head = NULL;
+        free(d->hold);
+        d->hold = NULL;
     }
     /* The loop may still hold this batch's events for the watchers: the
      * memory goes once the batch is over. */
@@ -195,6 +208,19 @@ static void on_release(tk_loop *loop, tk_defer *d)
 {
     (void)loop;
     free((char *)d - offsetof(tk_relay, release));
+}
+
+/* True when d reads the TLS side A. */
+static int tls_source(const tk_relay *r, const relay_dir *d)
+{
+    return r->tls && d->src == 0;
+}
+
+/* True when d reads the TLS side and decrypted bytes wait in the session:
+ * no socket event will announce them. */
+static int tls_more(const tk_relay *r, const relay_dir *d)
+{
+    return tls_source(r, d) && tk_tls_pending(r->tls);
 }
 
 static void relay_end(tk_relay *r, tk_relay_end end, int err)
@@ -229,6 +255,23 @@ static size_t copy_cap(tk_relay *r, const relay_dir *d)
     return cap < d->pipe.size ? cap : d->pipe.size;
 }
 
+/* Reads d's source: recv, or tk_tls_read on the TLS side (which may need
+ * the socket writable: d->flip). Returns bytes, 0 at EOF, -EAGAIN to wait,
+ * or another negative errno. */
+static ssize_t src_read(tk_relay *r, relay_dir *d, int src, void *buf, size_t cap)
+{
+    if (tls_source(r, d)) {
+        ssize_t n = tk_tls_read(r->tls, buf, cap);
+        if (n == -EAGAIN)
+            d->flip = (tk_tls_want(r->tls) & TK_TLS_WANT_WRITE) != 0;
+        return n;
+    }
+    ssize_t n = recv(src, buf, cap, 0);
+    if (n < 0)
+        return errno == EINTR ? -EAGAIN : -errno;
+    return n;
+}
+
 /* One copied read: recv into the scratch buffer, send what dst takes, and
  * park the rest in the (empty) pipe, which holds it all since the read was
  * no larger than the pipe. *n is the bytes read (0 at EOF, -1 would block). */
@@ -236,9 +279,15 @@ static int copy_once(tk_relay *r, relay_dir *d, int src, int dst, ssize_t *n, in
 {
     unsigned char *buf = tk_loop_scratch(r->loop);
     size_t cap = copy_cap(r, d);
-    *n = recv(src, buf, cap, 0);
-    if (*n < 0)
-        return (errno == EAGAIN || errno == EINTR) ? PUMP_WAIT : (*err = -errno, PUMP_FAIL_SRC);
+    *n = src_read(r, d, src, buf, cap);
+    if (*n < 0) {
+        if (*n == -EAGAIN) {
+            *n = -1;
+            return PUMP_WAIT;
+        }
+        *err = (int)*n;
+        return PUMP_FAIL_SRC;
+    }
     if (*n == 0)
         return PUMP_WAIT;
     size_t got = (size_t)*n;
@@ -272,6 +321,7 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
 {
     int src = r->side[d->src].io.fd, dst = r->side[d->dst].io.fd;
     d->want = 0;
+    d->flip = 0;
     for (int round = 0; round < PUMP_ROUNDS; round++) {
         if (d->head_off < d->head_len) {
             ssize_t n = send(dst, d->head + d->head_off, d->head_len - d->head_off, MSG_NOSIGNAL);
@@ -312,8 +362,9 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
             if (d->eof)
                 continue;
             /* A short read drained the socket: epoll reports it again if more
-             * came meanwhile, so save the read that would say EAGAIN. */
-            if (d->last_read < d->pipe.size) {
+             * came meanwhile, so save the read that would say EAGAIN. (A TLS
+             * read returns one record: the session says if more waits.) */
+            if (d->last_read < d->pipe.size && !tls_more(r, d)) {
                 d->want = TK_READ;
                 return PUMP_WAIT;
             }
@@ -334,7 +385,7 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
             return PUMP_WAIT;
         }
         ssize_t n;
-        if (d->last_read >= SPLICE_MIN || d->last_read >= d->pipe.size) {
+        if ((d->last_read >= SPLICE_MIN || d->last_read >= d->pipe.size) && !tls_source(r, d)) {
             n = splice(src, NULL, d->pipe.wr, NULL, d->pipe.size,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n > 0) {
@@ -346,10 +397,14 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
             int rc = copy_once(r, d, src, dst, &n, err);
             if (rc != PUMP_WAIT)
                 return rc;
+            if (n < 0) {
+                d->want = TK_READ;
+                return PUMP_WAIT;
+            }
             if (n > 0) {
                 if (d->in_pipe > 0)
                     continue; /* the rest waits in the pipe for dst */
-                if (d->last_read < copy_cap(r, d)) {
+                if (d->last_read < copy_cap(r, d) && !tls_more(r, d)) {
                     d->want = TK_READ; /* drained: see the splice branch */
                     return PUMP_WAIT;
                 }
@@ -373,6 +428,128 @@ static int pump(tk_relay *r, relay_dir *d, int *err)
     return PUMP_WAIT;
 }
 
+/* Encrypts p[0..n) towards A until the session took it all (0) or A's
+ * socket is full (-EAGAIN, d->flip set if the session waits for input), or
+ * fails (a negative errno); *done counts the bytes taken either way. */
+static int tls_put(tk_relay *r, relay_dir *d, const unsigned char *p, size_t n, size_t *done)
+{
+    *done = 0;
+    while (*done < n) {
+        ssize_t w = tk_tls_write(r->tls, p + *done, n - *done);
+        if (w < 0) {
+            if (w == -EAGAIN)
+                d->flip = (tk_tls_want(r->tls) & TK_TLS_WANT_READ) != 0;
+            return (int)w;
+        }
+        *done += (size_t)w;
+        account(r, d, (size_t)w);
+    }
+    return 0;
+}
+
+/* B's FIN, passed on to A: close_notify, then the write shutdown. */
+static int tls_fin(tk_relay *r, relay_dir *d, int dst, int *err)
+{
+    int e = tk_tls_shutdown(r->tls);
+    if (e == -EAGAIN) {
+        d->flip = (tk_tls_want(r->tls) & TK_TLS_WANT_READ) != 0;
+        d->want = TK_WRITE;
+        return PUMP_WAIT;
+    }
+    if (e < 0) {
+        *err = e;
+        return PUMP_FAIL_DST;
+    }
+    d->fin_sent = 1;
+    if (r->first_fin < 0)
+        r->first_fin = d->src;
+    if (shutdown(dst, SHUT_WR) < 0) {
+        int se = tk_sock_error(dst);
+        *err = se ? se : errno == ENOTCONN ? -ECONNRESET : -errno;
+        return PUMP_FAIL_DST;
+    }
+    return PUMP_WAIT;
+}
+
+/* Keeps the bytes of a read the session did not take, to offer them again. */
+static int tls_hold(relay_dir *d, const unsigned char *p, size_t n, int *err)
+{
+    d->hold = malloc(n);
+    if (!d->hold) {
+        *err = -ENOMEM;
+        return PUMP_FAIL_DST;
+    }
+    memcpy(d->hold, p, n);
+    d->hold_len = n;
+    d->hold_off = 0;
+    d->want = TK_WRITE;
+    return PUMP_WAIT;
+}
+
+/* B to a TLS side A: recv into the scratch buffer and encrypt; what A does
+ * not take waits in d->hold and goes first, as the same bytes, next time.
+ * The same rounds, drained-read shortcut and results as pump(). */
+static int pump_to_tls(tk_relay *r, relay_dir *d, int *err)
+{
+    int src = r->side[d->src].io.fd, dst = r->side[d->dst].io.fd;
+    size_t cap = copy_cap(r, d), done;
+    d->want = 0;
+    d->flip = 0;
+    for (int round = 0; round < PUMP_ROUNDS; round++) {
+        if (d->hold) {
+            int e = tls_put(r, d, d->hold + d->hold_off, d->hold_len - d->hold_off, &done);
+            d->hold_off += done;
+            if (e == -EAGAIN) {
+                d->want = TK_WRITE;
+                return PUMP_WAIT;
+            }
+            if (e < 0) {
+                *err = e;
+                return PUMP_FAIL_DST;
+            }
+            free(d->hold);
+            d->hold = NULL;
+            d->hold_len = d->hold_off = 0;
+            if (!d->eof && d->last_read < cap) {
+                d->want = TK_READ;
+                return PUMP_WAIT;
+            }
+            continue;
+        }
+        if (d->eof)
+            return d->fin_sent ? PUMP_WAIT : tls_fin(r, d, dst, err);
+        unsigned char *buf = tk_loop_scratch(r->loop);
+        ssize_t n = recv(src, buf, cap, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                d->want = TK_READ;
+                return PUMP_WAIT;
+            }
+            *err = -errno;
+            return PUMP_FAIL_SRC;
+        }
+        if (n == 0) {
+            d->eof = 1;
+            continue;
+        }
+        d->last_read = (size_t)n;
+        r->last[d->src] = tk_loop_now(r->loop);
+        int e = tls_put(r, d, buf, (size_t)n, &done);
+        if (e == -EAGAIN)
+            return tls_hold(d, buf + done, (size_t)n - done, err);
+        if (e < 0) {
+            *err = e;
+            return PUMP_FAIL_DST;
+        }
+        if ((size_t)n < cap) {
+            d->want = TK_READ;
+            return PUMP_WAIT;
+        }
+    }
+    d->want = d->hold ? TK_WRITE : TK_READ;
+    return PUMP_WAIT;
+}
+
 /* Registers what each side now waits for; returns 0 or a negative errno. */
 static int update_interest(tk_relay *r)
 {
@@ -380,9 +557,9 @@ static int update_interest(tk_relay *r)
     for (int i = 0; i < 2; i++) {
         relay_dir *d = &r->dir[i];
         if (d->want == TK_READ)
-            ev[d->src] |= TK_READ;
+            ev[d->src] |= d->flip ? TK_WRITE : TK_READ;
         else if (d->want == TK_WRITE)
-            ev[d->dst] |= TK_WRITE;
+            ev[d->dst] |= d->flip ? TK_READ : TK_WRITE;
     }
     for (int s = 0; s < 2; s++) {
         /* A side with nothing to do is still watched for a reset. */
@@ -390,6 +567,8 @@ static int update_interest(tk_relay *r)
         if (err < 0)
             return err;
     }
+    if (r->dir[0].want == TK_READ && tls_more(r, &r->dir[0]))
+        tk_defer_queue(r->loop, &r->reread);
     return 0;
 }
 
@@ -398,7 +577,7 @@ static int pump_dir(tk_relay *r, int i)
 {
     relay_dir *d = &r->dir[i];
     int err = 0;
-    int rc = pump(r, d, &err);
+    int rc = i == 1 && r->tls ? pump_to_tls(r, d, &err) : pump(r, d, &err);
     if (rc == PUMP_WAIT)
         return 0;
     int failed_side = rc == PUMP_FAIL_SRC ? d->src : d->dst;
@@ -428,12 +607,14 @@ static void on_io(tk_loop *loop, tk_io *io, unsigned events)
     relay_dir *out = &r->dir[side->index];
     relay_dir *in = &r->dir[1 - side->index];
     int pumped = 0;
-    if ((events & (TK_READ | TK_HUP)) && out->want == TK_READ) {
+    /* A TLS call may wait for the other readiness (flip). */
+    unsigned rd = out->flip ? TK_WRITE : TK_READ, wr = in->flip ? TK_READ : TK_WRITE;
+    if ((events & (rd | TK_HUP)) && out->want == TK_READ) {
         if (pump_dir(r, side->index))
             return;
         pumped = 1;
     }
-    if ((events & (TK_WRITE | TK_HUP)) && in->want == TK_WRITE) {
+    if ((events & (wr | TK_HUP)) && in->want == TK_WRITE) {
         if (pump_dir(r, 1 - side->index))
             return;
         pumped = 1;
@@ -446,6 +627,16 @@ static void on_io(tk_loop *loop, tk_io *io, unsigned events)
                   err ? err : -ECONNRESET);
         return;
     }
+    settle(r);
+}
+
+/* Decrypted bytes of A were left in the session when the pump stopped. */
+static void on_reread(tk_loop *loop, tk_defer *d)
+{
+    (void)loop;
+    tk_relay *r = (tk_relay *)((char *)d - offsetof(tk_relay, reread));
+    if (r->dir[0].want == TK_READ && pump_dir(r, 0))
+        return;
     settle(r);
 }
 
@@ -490,6 +681,8 @@ int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_re
     }
     tk_timer_init(&r->idle, on_idle);
     tk_defer_init(&r->release, on_release);
+    tk_defer_init(&r->reread, on_reread);
+    r->tls = opts->tls_a;
     for (int i = 0; i < 2; i++) {
         relay_dir *d = &r->dir[i];
         d->src = i;
@@ -513,11 +706,14 @@ int tk_relay_start(tk_loop *loop, int a, int b, const tk_relay_opts *opts, tk_re
         r->dir[0].head_len = total;
         r->dir[0].uncounted = opts->preamble_len;
     }
-    for (int i = 0; i < 2; i++) {
+    /* Towards a TLS A, bytes wait in hold rather than in a pipe. */
+    for (int i = 0; i < (r->tls ? 1 : 2); i++) {
         err = pipe_take(&r->dir[i].pipe, opts->pipe_size);
         if (err < 0)
             goto fail_free;
     }
+    if (r->tls)
+        r->dir[1].pipe.size = r->dir[0].pipe.size;
     r->last[0] = r->last[1] = tk_loop_now(loop);
     uint64_t at = idle_deadline(r);
     if (at != UINT64_MAX && (err = tk_timer_start(loop, &r->idle, at - r->last[0])) < 0)
@@ -542,6 +738,7 @@ fail_free:
     }
     free(r);
 fail:
+    tk_tls_free(opts->tls_a);
     close(a);
     close(b);
     *out = NULL;
@@ -551,6 +748,11 @@ fail:
 void tk_relay_close(tk_relay *r)
 {
     relay_free(r, 1, 1);
+}
+
+const char *tk_relay_tls_error(const tk_relay *r)
+{
+    return r->tls ? tk_tls_error(r->tls) : "";
 }
 
 uint64_t tk_relay_bytes_a2b(const tk_relay *r)

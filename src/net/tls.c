@@ -358,13 +358,22 @@ int tk_tls_pending(const tk_tls *t)
     return SSL_pending(t->ssl) > 0 || SSL_has_pending(t->ssl);
 }
 
-void tk_tls_shutdown(tk_tls *t)
+int tk_tls_shutdown(tk_tls *t)
 {
     if (!SSL_is_init_finished(t->ssl))
-        return;
+        return 0;
     ERR_clear_error();
-    (void)SSL_shutdown(t->ssl); /* one close_notify; the reply is not awaited */
-    ERR_clear_error();
+    errno = 0;
+    /* 0: our close_notify is out; 1: the peer's had come too. Called again
+     * after WANT_WRITE, it flushes what is left of the alert. The reply is
+     * never awaited. */
+    int r = SSL_shutdown(t->ssl);
+    if (r >= 0) {
+        ERR_clear_error();
+        return 0;
+    }
+    int err = map_error(t, r, "shutdown");
+    return err == 0 ? 0 : err;
 }
 
 const char *tk_tls_error(const tk_tls *t)

@@ -1,7 +1,8 @@
-/* The load balancer's clients: from accept through choosing a backend,
- * waiting for a slot, connecting (with retries on other backends), the
- * first exchange (kept for a replay while the backend has not answered),
- * to the zero-copy relay and the one log line that ends each. */
+/* The load balancer's clients: from accept through the TLS handshake (with
+ * a certificate), choosing a backend, waiting for a slot, connecting (with
+ * retries on other backends), the first exchange (kept for a replay while
+ * the backend has not answered), to the relay and the one log line that
+ * ends each. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,19 @@
 
 #define MAX_TRIED 32
 
-typedef enum { S_ROUTING, S_QUEUED, S_DIALING, S_FIRST, S_RELAY } sess_state;
+/* A client whose TLS handshake failed gets this long to read our FIN and
+ * close, its bytes read and dropped meanwhile. */
+#define TLS_LINGER_MS 2000
+
+typedef enum {
+    S_HANDSHAKE, /* TLS handshake with the client */
+    S_TLS_CLOSE, /* the handshake failed: waiting for the client to close */
+    S_ROUTING,
+    S_QUEUED,
+    S_DIALING,
+    S_FIRST,
+    S_RELAY,
+} sess_state;
 
 struct bal_session {
     bal_loop *lp;
@@ -24,7 +37,7 @@ struct bal_session {
     sess_state state;
     int queued;
     tk_io cio, bio;   /* client and backend, before the relay takes them */
-    tk_timer timer;   /* queue or first-byte deadline */
+    tk_timer timer;   /* handshake, queue or first-byte deadline */
     tk_defer release; /* frees the session after the loop's batch */
     tk_dial *dial;
     tk_relay *relay;
@@ -45,6 +58,9 @@ struct bal_session {
     bal_check_result last_failure;
     uint64_t up, down; /* client bytes relayed each way */
     size_t relay_head; /* client bytes handed to the relay as its head */
+    tk_tls *tls;       /* the client's TLS session until the relay takes it */
+    int tls_failed;    /* the handshake failed: tk_tls_error(tls) says why */
+    const char *why;   /* TLS failure text for the close line, if not that */
 };
 
 static void session_route(bal_session *s);
@@ -60,8 +76,10 @@ static void log_close(bal_session *s, const char *reason)
     tk_addr_format(&s->peer, client, sizeof(client));
     const char *backend = s->ntried ? s->tried[s->ntried - 1]->addr : "-";
     uint64_t ms = tk_loop_now(s->lp->loop) - s->start_ms;
-    tk_info("close client=%s backend=%s reason=%s ms=%llu up=%llu down=%llu", client, backend,
-            reason, (unsigned long long)ms, (unsigned long long)s->up, (unsigned long long)s->down);
+    const char *why = s->why ? s->why : s->tls_failed ? tk_tls_error(s->tls) : NULL;
+    tk_info("close client=%s backend=%s reason=%s ms=%llu up=%llu down=%llu%s%s%s", client, backend,
+            reason, (unsigned long long)ms, (unsigned long long)s->up, (unsigned long long)s->down,
+            why ? " tls=\"" : "", why ? why : "", why ? "\"" : "");
 }
 
 static void dequeue(bal_session *s)
@@ -130,6 +148,8 @@ static void session_end(bal_session *s, const char *reason)
     stop_attempt(s);
     dequeue(s);
     tk_io_stop(lp->loop, &s->cio);
+    tk_tls_free(s->tls);
+    s->tls = NULL;
     if (s->cio.fd >= 0)
         close(s->cio.fd);
     drop_backend(s);
@@ -227,6 +247,16 @@ static void on_first_timer(tk_loop *loop, tk_timer *t)
 {
     (void)loop;
     bal_session *s = (bal_session *)((char *)t - offsetof(bal_session, timer));
+    if (s->state == S_HANDSHAKE) {
+        atomic_fetch_add_explicit(&s->lp->bal->tls_failed, 1, memory_order_relaxed);
+        s->why = "handshake timed out";
+        session_end(s, "tls-handshake");
+        return;
+    }
+    if (s->state == S_TLS_CLOSE) {
+        session_end(s, "tls-handshake");
+        return;
+    }
     if (s->state == S_QUEUED) {
         session_end(s, "queue-timeout");
         return;
@@ -260,10 +290,96 @@ static void on_backend_io(tk_loop *loop, tk_io *io, unsigned events)
     }
 }
 
+/* Reads the client, through TLS when it speaks it: bytes, 0 at its end,
+ * -EAGAIN, or another negative errno. */
+static ssize_t client_read(bal_session *s, void *buf, size_t n)
+{
+    if (s->tls)
+        return tk_tls_read(s->tls, buf, n);
+    ssize_t r = recv(s->cio.fd, buf, n, 0);
+    return r >= 0 ? r : errno == EINTR ? -EAGAIN : -errno;
+}
+
+/* The first exchange: reads what the client sends into the replay copy
+ * and passes it on. A TLS session may hold decrypted bytes no event will
+ * announce, so they are read while there is room. */
+static void client_input(bal_session *s)
+{
+    tk_loop *loop = s->lp->loop;
+    size_t cap = s->rcap;
+    if (!s->rbuf && !(s->rbuf = malloc(cap))) {
+        session_end(s, "error");
+        return;
+    }
+    ssize_t n;
+    do {
+        n = client_read(s, s->rbuf + s->rlen, cap - s->rlen);
+        if (n > 0) {
+            s->rlen += (size_t)n;
+            s->up += (size_t)n;
+        }
+    } while (n > 0 && s->rlen < cap && s->tls && tk_tls_pending(s->tls));
+    if (n == -EAGAIN) {
+        /* A TLS read may wait for the socket to be writable. */
+        unsigned ev = s->tls && (tk_tls_want(s->tls) & TK_TLS_WANT_WRITE) ? TK_WRITE : TK_READ;
+        if (tk_io_set(loop, &s->cio, ev) < 0) {
+            session_end(s, "error");
+            return;
+        }
+    } else if (n < 0) {
+        if (s->tls && n == -EPROTO) {
+            s->why = tk_tls_error(s->tls);
+            session_end(s, "tls");
+        } else {
+            session_end(s, "client-reset");
+        }
+        return;
+    } else if (n == 0) {
+        s->client_eof = 1;
+        tk_io_stop(loop, &s->cio);
+    } else if (s->tls) {
+        (void)tk_io_set(loop, &s->cio, TK_READ);
+    }
+    if (s->rlen == cap) {
+        /* More than a replay can hold: no retry from here on. */
+        start_relay(s);
+        return;
+    }
+    int err = first_send(s);
+    if (err < 0)
+        attempt_failed(s, BAL_CHECK_RESET, err);
+}
+
+static void tls_step(bal_session *s);
+
+/* Drops what a refused client still sends, until it closes. */
+static void tls_drain(bal_session *s)
+{
+    unsigned char *buf = tk_loop_scratch(s->lp->loop);
+    size_t cap = tk_loop_scratch_size(s->lp->loop);
+    for (int i = 0; i < 4; i++) {
+        ssize_t n = recv(s->cio.fd, buf, cap, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            session_end(s, "tls-handshake");
+            return;
+        }
+    }
+}
+
 static void on_client_io(tk_loop *loop, tk_io *io, unsigned events)
 {
     (void)events;
     bal_session *s = (bal_session *)((char *)io - offsetof(bal_session, cio));
+    if (s->state == S_HANDSHAKE) {
+        tls_step(s);
+        return;
+    }
+    if (s->state == S_TLS_CLOSE) {
+        tls_drain(s);
+        return;
+    }
     if (s->state == S_QUEUED) {
         /* Waiting: only to notice a client that leaves. */
         unsigned char c;
@@ -276,38 +392,15 @@ static void on_client_io(tk_loop *loop, tk_io *io, unsigned events)
             tk_io_stop(loop, io); /* it spoke; its bytes wait in the kernel */
         return;
     }
-    size_t cap = s->rcap;
-    if (!s->rbuf && !(s->rbuf = malloc(cap))) {
-        session_end(s, "error");
-        return;
-    }
-    ssize_t n = recv(io->fd, s->rbuf + s->rlen, cap - s->rlen, 0);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            session_end(s, "client-reset");
-        return;
-    }
-    if (n == 0) {
-        s->client_eof = 1;
-        tk_io_stop(loop, io);
-    } else {
-        s->rlen += (size_t)n;
-        s->up += (size_t)n;
-    }
-    if (s->rlen == cap) {
-        /* More than a replay can hold: no retry from here on. */
-        start_relay(s);
-        return;
-    }
-    int err = first_send(s);
-    if (err < 0)
-        attempt_failed(s, BAL_CHECK_RESET, err);
+    client_input(s);
 }
 
 /* ---- relaying ---- */
 
-static const char *relay_reason(tk_relay_end end, int err)
+static const char *relay_reason(tk_relay *r, tk_relay_end end, int err)
 {
+    if (end == TK_RELAY_ERROR_A && err == -EPROTO && *tk_relay_tls_error(r))
+        return "tls";
     switch (end) {
     case TK_RELAY_DONE_A: return "client";
     case TK_RELAY_DONE_B: return "backend";
@@ -329,7 +422,10 @@ static void on_relay_end(tk_relay *r, tk_relay_end end, int err, void *arg)
     s->relay = NULL;
     s->cio.fd = -1;
     s->bio.fd = -1;
-    session_end(s, relay_reason(end, err));
+    const char *reason = relay_reason(r, end, err);
+    if (strcmp(reason, "tls") == 0)
+        s->why = tk_relay_tls_error(r); /* valid until the log line below */
+    session_end(s, reason);
 }
 
 static void start_relay(bal_session *s)
@@ -352,7 +448,9 @@ static void start_relay(bal_session *s)
         .head_len = s->rlen - s->rsent,
         .count_a2b = &s->backend->bytes_sent,
         .count_b2a = &s->backend->bytes_received,
+        .tls_a = s->tls,
     };
+    s->tls = NULL; /* the relay's now, freed with it */
     s->relay_head = o.head_len;
     int cfd = s->cio.fd, bfd = s->bio.fd;
     s->cio.fd = s->bio.fd = -1;
@@ -423,8 +521,13 @@ static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
         }
     }
     err = first_send(s);
-    if (err < 0)
+    if (err < 0) {
         attempt_failed(s, BAL_CHECK_RESET, err);
+        return;
+    }
+    /* Decrypted bytes already in the session raise no event. */
+    if (s->tls && !s->client_eof && s->rlen < s->rcap && tk_tls_pending(s->tls))
+        client_input(s);
 }
 
 static void session_dial(bal_session *s, const bal_entry *e)
@@ -541,6 +644,63 @@ static void on_kick(tk_loop *loop, tk_defer *d)
     serve_queue((bal_loop *)((char *)d - offsetof(bal_loop, kick)));
 }
 
+/* ---- TLS towards the client ---- */
+
+/* The handshake failed: our FIN goes out at once and the client's bytes are
+ * read and dropped until it closes (or TLS_LINGER_MS pass), so that a
+ * plain-text client sees an orderly end rather than a reset for the bytes
+ * it sent. */
+static void tls_refuse(bal_session *s)
+{
+    tk_loop *loop = s->lp->loop;
+    atomic_fetch_add_explicit(&s->lp->bal->tls_failed, 1, memory_order_relaxed);
+    s->tls_failed = 1;
+    s->state = S_TLS_CLOSE;
+    if (shutdown(s->cio.fd, SHUT_WR) < 0 || tk_io_set(loop, &s->cio, TK_READ) < 0) {
+        session_end(s, "tls-handshake");
+        return;
+    }
+    (void)tk_timer_start(loop, &s->timer, TLS_LINGER_MS);
+    tls_drain(s);
+}
+
+/* Advances the handshake; once done, the client is routed to a backend
+ * (so a flood of handshakes never reaches the backends). */
+static void tls_step(bal_session *s)
+{
+    tk_loop *loop = s->lp->loop;
+    int r = tk_tls_handshake(s->tls);
+    if (r == -EAGAIN) {
+        unsigned ev = (tk_tls_want(s->tls) & TK_TLS_WANT_WRITE) ? TK_WRITE : TK_READ;
+        if (tk_io_set(loop, &s->cio, ev) < 0)
+            session_end(s, "error");
+        return;
+    }
+    if (r < 0) {
+        tls_refuse(s);
+        return;
+    }
+    atomic_fetch_add_explicit(&s->lp->bal->tls_done, 1, memory_order_relaxed);
+    tk_timer_stop(loop, &s->timer);
+    tk_io_stop(loop, &s->cio);
+    /* The connect budget starts now. */
+    s->deadline_ms = tk_loop_now(loop) + s->lp->table->set.connect_budget_ms;
+    session_route(s);
+}
+
+static void tls_start(bal_session *s)
+{
+    tk_tls_ctx *ctx = s->lp->table->tls;
+    if (tk_tls_new(ctx, s->cio.fd, NULL, &s->tls) < 0) {
+        s->tls = NULL;
+        session_end(s, "error");
+        return;
+    }
+    s->state = S_HANDSHAKE;
+    (void)tk_timer_start(s->lp->loop, &s->timer, tk_tls_ctx_handshake_timeout(ctx));
+    tls_step(s);
+}
+
 /* ---- the service ---- */
 
 static void bal_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
@@ -571,7 +731,10 @@ static void bal_accept(void *svc, unsigned index, int fd, const tk_addr *peer)
     lp->nsessions++;
     atomic_fetch_add_explicit(&bal->clients_active, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&bal->clients_total, 1, memory_order_relaxed);
-    session_route(s);
+    if (lp->table->tls)
+        tls_start(s);
+    else
+        session_route(s);
 }
 
 static void bal_shutdown(void *svc, unsigned index)
@@ -687,8 +850,8 @@ static void reload_step_done(reload_job *job)
     b->published = job->t; /* the job's reference moves here */
     pthread_mutex_unlock(&b->lock);
     bal_table_unref(old);
-    tk_info("reload: %zu backends (%zu added, %zu removed, %zu kept)", job->t->n, job->added,
-            job->removed, job->kept);
+    tk_info("reload: %zu backends (%zu added, %zu removed, %zu kept)%s", job->t->n, job->added,
+            job->removed, job->kept, job->t->tls ? "; TLS certificate and key read again" : "");
     free(job);
 }
 
@@ -723,6 +886,10 @@ int tk_balance_reload(tk_balance *b, const tk_balance_config *c, char *err, size
     int rc = tk_balance_config_check(c, err, errcap);
     if (rc < 0)
         return rc;
+    if (!b->cfg.tls_cert[0] != !c->tls_cert[0]) {
+        snprintf(err, errcap, "turning TLS %s needs a restart", c->tls_cert[0] ? "on" : "off");
+        return -EINVAL;
+    }
     reload_job *job = calloc(1, sizeof(*job));
     if (!job) {
         snprintf(err, errcap, "out of memory");

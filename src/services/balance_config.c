@@ -175,6 +175,7 @@ typedef enum {
     S_SIZE,  /* size_t: a byte size ("64K") in [min, max] */
     S_MS,    /* uint32_t: a duration in milliseconds, at least min (0 or 1) */
     S_BYTES, /* unsigned char[TK_BALANCE_CHECK_MAX] and its size_t length: C escapes */
+    S_PATH,  /* char[TK_BALANCE_PATH_MAX]: a file name as given ("" for none) */
     S_FUNC,  /* its own function */
 } setting_kind;
 
@@ -269,6 +270,18 @@ static int set_keepalive(tk_balance_config *c, const char *v, char *err, size_t 
     return 0;
 }
 
+/* "1.2" or "1.3": the oldest TLS version clients may use. */
+static int set_tls_min_version(tk_balance_config *c, const char *v, char *err, size_t errcap)
+{
+    if (strcmp(v, "1.2") == 0)
+        c->tls_min_version = 0x0303;
+    else if (strcmp(v, "1.3") == 0)
+        c->tls_min_version = 0x0304;
+    else
+        return fail(err, errcap, "tls-min-version: '%.*s' is not 1.2 or 1.3", SHOW, v);
+    return 0;
+}
+
 #define FIELD(f) offsetof(tk_balance_config, f)
 #define SET_UINT(n, f, lo, hi)                                                                     \
     {                                                                                              \
@@ -286,6 +299,10 @@ static int set_keepalive(tk_balance_config *c, const char *v, char *err, size_t 
     {                                                                                              \
         .name = n, .kind = S_BYTES, .off = FIELD(f), .len_off = FIELD(len),                        \
         .max = TK_BALANCE_CHECK_MAX                                                                \
+    }
+#define SET_PATH(n, f)                                                                             \
+    {                                                                                              \
+        .name = n, .kind = S_PATH, .off = FIELD(f), .max = TK_BALANCE_PATH_MAX                     \
     }
 #define SET_FUNC(n, f)                                                                             \
     {                                                                                              \
@@ -317,6 +334,11 @@ static const setting settings[] = {
     SET_BYTES("check-expect", check_expect, check_expect_len),
     SET_UINT("rise", rise, 1, 100),
     SET_UINT("fall", fall, 1, 100),
+    SET_PATH("tls-cert", tls_cert),
+    SET_PATH("tls-key", tls_key),
+    SET_PATH("tls-client-ca", tls_client_ca),
+    SET_MS("tls-handshake-timeout", tls_handshake_timeout_ms, 1),
+    SET_FUNC("tls-min-version", set_tls_min_version),
     SET_UINT("max-clients", max_clients, 0, 10000000),
     SET_UINT("threads", threads, 1, 1024),
     SET_MS("drain-timeout", drain_timeout_ms, 0),
@@ -396,6 +418,15 @@ static int apply(tk_balance_config *c, const setting *s, const char *v, char *er
         put_bytes(c, s, buf, n);
         return 0;
     }
+    case S_PATH: {
+        size_t n = strlen(v);
+        if (n >= TK_BALANCE_PATH_MAX)
+            return fail(err, errcap, "%s: a file name longer than %d bytes", s->name,
+                        TK_BALANCE_PATH_MAX - 1);
+        memset(field, 0, TK_BALANCE_PATH_MAX);
+        memcpy(field, v, n);
+        return 0;
+    }
     case S_FUNC: return s->fn(c, v, err, errcap);
     }
     return fail(err, errcap, "%s: cannot be set", s->name);
@@ -426,6 +457,8 @@ void tk_balance_config_init(tk_balance_config *c)
     c->check_timeout_ms = 1000;
     c->rise = 2;
     c->fall = 3;
+    c->tls_handshake_timeout_ms = 10000;
+    c->tls_min_version = 0x0303;
 }
 
 int tk_balance_config_set(tk_balance_config *c, const char *name, const char *value, char *err,
@@ -672,6 +705,25 @@ static int terminated(const char *s)
     return memchr(s, '\0', TK_BALANCE_ADDR_MAX) != NULL;
 }
 
+/* The TLS settings go together: a certificate with its key, a client CA
+ * only with them, a known minimum version and a handshake timeout. */
+static int check_tls(const tk_balance_config *c, char *err, size_t errcap)
+{
+    if (!memchr(c->tls_cert, '\0', TK_BALANCE_PATH_MAX) ||
+        !memchr(c->tls_key, '\0', TK_BALANCE_PATH_MAX) ||
+        !memchr(c->tls_client_ca, '\0', TK_BALANCE_PATH_MAX))
+        return fail(err, errcap, "a TLS file name is not terminated");
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return fail(err, errcap, "tls-cert and tls-key go together");
+    if (c->tls_client_ca[0] && !c->tls_cert[0])
+        return fail(err, errcap, "tls-client-ca needs tls-cert and tls-key");
+    if (c->tls_min_version != 0x0303 && c->tls_min_version != 0x0304)
+        return fail(err, errcap, "tls-min-version must be TLS 1.2 or 1.3");
+    if (c->tls_handshake_timeout_ms == 0)
+        return fail(err, errcap, "tls-handshake-timeout must be more than 0");
+    return 0;
+}
+
 int tk_balance_config_check(const tk_balance_config *c, char *err, size_t errcap)
 {
     if (c->nlisten > TK_SERVER_MAX_LISTEN)
@@ -710,5 +762,5 @@ int tk_balance_config_check(const tk_balance_config *c, char *err, size_t errcap
     if (c->check_send_len > TK_BALANCE_CHECK_MAX || c->check_expect_len > TK_BALANCE_CHECK_MAX)
         return fail(err, errcap, "check-send or check-expect longer than %d bytes",
                     TK_BALANCE_CHECK_MAX);
-    return 0;
+    return check_tls(c, err, errcap);
 }

@@ -11,6 +11,7 @@
 #include "tcpkit/dial.h"
 #include "tcpkit/proxy.h"
 #include "tcpkit/relay.h"
+#include "tcpkit/tls.h"
 
 #define BAL_MAX_ADDRS 4
 
@@ -90,10 +91,13 @@ typedef struct {
 } bal_settings;
 
 /* An immutable backend set with its settings; reference-counted. Each loop
- * holds the one it uses; a reload publishes a new one to every loop. */
+ * holds the one it uses; a reload publishes a new one to every loop. The
+ * TLS context goes with it, so a reload's new certificate reaches each loop
+ * with its new table; sessions made from the old one keep working. */
 typedef struct {
     _Atomic int refs;
     bal_settings set;
+    tk_tls_ctx *tls; /* for client handshakes; NULL: plain clients */
     size_t n;
     bal_entry e[];
 } bal_table;
@@ -127,6 +131,7 @@ struct tk_balance {
     bal_table *published;  /* the table every loop uses now (stats) */
     _Atomic unsigned queued;
     _Atomic uint64_t clients_total, clients_active, refused;
+    _Atomic uint64_t tls_done, tls_failed; /* client handshakes */
     uint64_t started_us;
     struct stats_client *stats_clients; /* open stats connections (loop 0) */
 };
@@ -134,7 +139,8 @@ struct tk_balance {
 /* ---- tables and backends (balance_table.c) ---- */
 
 /* Builds a table for c, reusing backends of old (may be NULL) that have the
- * same address. Returns 0 or a negative errno with a message in err. */
+ * same address, with a TLS context loaded from c's files when it names
+ * them. Returns 0 or a negative errno with a message in err. */
 int bal_table_build(tk_balance *bal, const tk_balance_config *c, const bal_table *old,
                     bal_table **out, char *err, size_t errcap);
 bal_table *bal_table_ref(bal_table *t);

@@ -56,6 +56,16 @@ static char *stats_json(tk_balance *bal, const bal_table *t, uint64_t now_ms)
     json_object_set_new(clients, "queued", json_integer((json_int_t)atomic_load(&bal->queued)));
     json_object_set_new(clients, "refused", json_integer((json_int_t)atomic_load(&bal->refused)));
     json_object_set_new(root, "clients", clients);
+    if (t->tls) {
+        json_t *tls = json_object();
+        if (tls) {
+            json_object_set_new(tls, "handshakes",
+                                json_integer((json_int_t)atomic_load(&bal->tls_done)));
+            json_object_set_new(tls, "failed",
+                                json_integer((json_int_t)atomic_load(&bal->tls_failed)));
+            json_object_set_new(root, "tls", tls);
+        }
+    }
     for (size_t i = 0; i < t->n; i++) {
         backend_view v;
         view_of(&t->e[i], now_ms, &v);
@@ -110,12 +120,17 @@ static char *stats_text(tk_balance *bal, const bal_table *t, uint64_t now_ms)
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         return NULL;
-    fprintf(f, "algo %s  uptime %llus  clients active %llu total %llu queued %u refused %llu\n",
+    fprintf(f, "algo %s  uptime %llus  clients active %llu total %llu queued %u refused %llu",
             tk_balance_algo_name(t->set.algo),
             (unsigned long long)((tk_clock_us() - bal->started_us) / 1000000),
             (unsigned long long)atomic_load(&bal->clients_active),
             (unsigned long long)atomic_load(&bal->clients_total), atomic_load(&bal->queued),
             (unsigned long long)atomic_load(&bal->refused));
+    if (t->tls)
+        fprintf(f, "  tls handshakes %llu failed %llu",
+                (unsigned long long)atomic_load(&bal->tls_done),
+                (unsigned long long)atomic_load(&bal->tls_failed));
+    fputc('\n', f);
     fprintf(f, "%-24s %-5s %6s %7s %8s %10s %14s %14s %8s  %s\n", "backend", "state", "weight",
             "maxconn", "active", "total", "bytes_sent", "bytes_received", "failures", "last check");
     for (size_t i = 0; i < t->n; i++) {

@@ -75,7 +75,27 @@ void bal_table_unref(bal_table *t)
         return;
     for (size_t i = 0; i < t->n; i++)
         bal_backend_unref(t->e[i].b);
+    tk_tls_ctx_free(t->tls);
     free(t);
+}
+
+/* The server context for c's TLS files, or NULL when c names none. */
+static int tls_build(const tk_balance_config *c, tk_tls_ctx **out, char *err, size_t errcap)
+{
+    *out = NULL;
+    if (!c->tls_cert[0])
+        return 0;
+    tk_tls_config tc;
+    tk_tls_config_init(&tc);
+    tc.cert_file = c->tls_cert;
+    tc.key_file = c->tls_key;
+    tc.ca_file = c->tls_client_ca[0] ? c->tls_client_ca : NULL;
+    tc.min_version = c->tls_min_version;
+    tc.handshake_timeout_ms = c->tls_handshake_timeout_ms;
+    /* The relay encrypts through OpenSSL either way: kernel TLS would only
+     * add its set-up cost. */
+    tc.ktls = 0;
+    return tk_tls_ctx_new(&tc, 1, out, err, errcap);
 }
 
 /* A new backend for an address, resolved now. */
@@ -119,6 +139,11 @@ int bal_table_build(tk_balance *bal, const tk_balance_config *c, const bal_table
     }
     atomic_init(&t->refs, 1);
     bal_settings_from(&t->set, c);
+    int rc = tls_build(c, &t->tls, err, errcap);
+    if (rc < 0) {
+        bal_table_unref(t);
+        return rc;
+    }
     for (size_t i = 0; i < c->nbackends; i++) {
         const tk_balance_backend_config *bc = &c->backend[i];
         bal_backend *b = NULL;
@@ -126,7 +151,7 @@ int bal_table_build(tk_balance *bal, const tk_balance_config *c, const bal_table
             if (strcmp(old->e[j].b->addr, bc->addr) == 0)
                 b = bal_backend_ref(old->e[j].b);
         if (!b) {
-            int rc = backend_new(bal, bc->addr, &b, err, errcap);
+            rc = backend_new(bal, bc->addr, &b, err, errcap);
             if (rc < 0) {
                 bal_table_unref(t);
                 return rc;

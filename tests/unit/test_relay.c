@@ -2,18 +2,23 @@
  * far end of each (peer A and peer B) as watchers on the same loop, hands
  * the near ends to the relay, and runs the loop until what it waits for has
  * happened, under a deadline. Bytes, FINs, resets, idle limits, flow
- * control, counters and the pipe cache are checked from the peers' side. */
+ * control, counters and the pipe cache are checked from the peers' side.
+ * With TLS on side A, peer A is an OpenSSL client of its own (which treats
+ * an end without close_notify as an error) against a throwaway self-signed
+ * certificate made here. */
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,7 +27,14 @@
 
 #include <cmocka.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "tcpkit/relay.h"
+#include "tcpkit/tls.h"
 
 #define MiB (1024u * 1024u)
 
@@ -41,7 +53,9 @@ typedef struct {
     unsigned char *in;
     size_t in_len, in_cap;
     int eof;
-    int err; /* negative errno from recv/send */
+    int err;          /* negative errno from recv/send; -EPROTO for a TLS failure */
+    SSL *ssl;         /* peer A over TLS, or NULL */
+    int close_notify; /* TLS: the end came with the relay's close_notify */
 } peer;
 
 struct relay_test {
@@ -53,6 +67,7 @@ struct relay_test {
     int calls, in_start, called_in_start;
     tk_relay_end end;
     int end_err;
+    char end_tls_err[256];
     uint64_t end_a2b, end_b2a, end_count_a2b, end_count_b2a;
     _Atomic uint64_t count_a2b, count_b2a;
     /* Running the loop until a condition holds. */
@@ -171,8 +186,34 @@ static void peer_maybe_shut(peer *p)
         return;
     if (p->shut_when_sent || (p->shut_on_eof && p->eof)) {
         p->shut = 1;
+        if (p->ssl) /* close_notify first (a few bytes: the socket takes them) */
+            assert_true(SSL_shutdown(p->ssl) >= 0);
         assert_int_equal(shutdown(p->io.fd, SHUT_WR), 0);
     }
+}
+
+/* A TLS peer's read: bytes, 0 at close_notify, -EAGAIN, or -ECONNRESET /
+ * -EPROTO (an end without close_notify counts as a failure here). */
+static ssize_t peer_tls_read(peer *p, void *buf, size_t n)
+{
+    size_t got = 0;
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_read_ex(p->ssl, buf, n, &got);
+    if (r == 1)
+        return (ssize_t)got;
+    int e = SSL_get_error(p->ssl, r);
+    int saved = errno;
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return -EAGAIN;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+        p->close_notify = 1;
+        return 0;
+    }
+    if (e == SSL_ERROR_SYSCALL && saved)
+        return -saved;
+    return -EPROTO;
 }
 
 static void peer_read(peer *p)
@@ -183,15 +224,22 @@ static void peer_read(peer *p)
             p->in = realloc(p->in, p->in_cap);
             assert_non_null(p->in);
         }
-        ssize_t n = recv(p->io.fd, p->in + p->in_len, p->in_cap - p->in_len, 0);
+        ssize_t n;
+        if (p->ssl) {
+            n = peer_tls_read(p, p->in + p->in_len, p->in_cap - p->in_len);
+        } else {
+            n = recv(p->io.fd, p->in + p->in_len, p->in_cap - p->in_len, 0);
+            if (n < 0)
+                n = errno == EINTR ? -EAGAIN : -errno;
+        }
         if (n > 0) {
             p->in_len += (size_t)n;
             continue;
         }
         if (n == 0)
             p->eof = 1;
-        else if (errno != EAGAIN && errno != EINTR)
-            p->err = -errno;
+        else if (n != -EAGAIN)
+            p->err = (int)n;
         return;
     }
 }
@@ -206,6 +254,19 @@ static void peer_write(peer *p)
 {
     size_t before = p->out_off;
     while (p->out_off < p->out_len) {
+        if (p->ssl) {
+            size_t put = 0;
+            ERR_clear_error();
+            if (SSL_write_ex(p->ssl, p->out + p->out_off, p->out_len - p->out_off, &put) == 1) {
+                p->out_off += put;
+                continue;
+            }
+            int e = SSL_get_error(p->ssl, 0);
+            ERR_clear_error();
+            if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
+                p->err = -EPROTO;
+            break;
+        }
         ssize_t n = send(p->io.fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             p->out_off += (size_t)n;
@@ -215,7 +276,7 @@ static void peer_write(peer *p)
             p->err = -errno;
         break;
     }
-    if (p == &p->t->b && p->out_off > before)
+    if (p->out_off > before)
         quiet_restart(p->t);
 }
 
@@ -260,6 +321,7 @@ static void on_end(tk_relay *r, tk_relay_end end, int err, void *arg)
         t->called_in_start = 1;
     t->end = end;
     t->end_err = err;
+    snprintf(t->end_tls_err, sizeof(t->end_tls_err), "%s", tk_relay_tls_error(r));
     t->end_a2b = tk_relay_bytes_a2b(r);
     t->end_b2a = tk_relay_bytes_b2a(r);
     t->end_count_a2b = atomic_load(&t->count_a2b);
@@ -359,6 +421,9 @@ static void peer_free(relay_test *t, peer *p)
     free(p->in);
     p->in = NULL;
     p->in_len = p->in_cap = 0;
+    SSL_free(p->ssl);
+    p->ssl = NULL;
+    p->close_notify = 0;
 }
 
 /* Closes whatever a test left open, so the next one starts clean. */
@@ -1173,6 +1238,338 @@ static void close_from_post_with_event_pending_is_safe(void **state)
     in_child(child_relay_ends_mid_batch, 1);
 }
 
+/* ---- TLS on side A ---- */
+
+/* The throwaway certificate: made once, written to temporary files for
+ * tk_tls_ctx_new and removed at once; the client trusts exactly it. */
+static tk_tls_ctx *tls_server;
+static SSL_CTX *tls_client;
+
+static X509 *self_signed(EVP_PKEY *key)
+{
+    X509 *x = X509_new();
+    assert_non_null(x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 1), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), -60));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    assert_int_equal(X509_set_pubkey(x, key), 1);
+    X509_NAME *name = X509_get_subject_name(x);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                                (const unsigned char *)"tcpkit relay test", -1, -1,
+                                                0),
+                     1);
+    assert_int_equal(X509_set_issuer_name(x, name), 1);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* Writes one PEM object to a fresh temporary file; returns its name in path. */
+static void pem_file(char *path, size_t cap, EVP_PKEY *key, X509 *cert)
+{
+    snprintf(path, cap, "/tmp/tcpkit-relay-tls-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    if (key)
+        assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
+    else
+        assert_int_equal(PEM_write_X509(f, cert), 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void tls_contexts(void)
+{
+    if (tls_server)
+        return;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    assert_non_null(key);
+    X509 *cert = self_signed(key);
+    char cert_path[64], key_path[64], err[256];
+    pem_file(cert_path, sizeof(cert_path), NULL, cert);
+    pem_file(key_path, sizeof(key_path), key, NULL);
+    tk_tls_config c;
+    tk_tls_config_init(&c);
+    c.cert_file = cert_path;
+    c.key_file = key_path;
+    c.ktls = 0;
+    int rc = tk_tls_ctx_new(&c, 1, &tls_server, err, sizeof(err));
+    unlink(cert_path);
+    unlink(key_path);
+    if (rc < 0)
+        fail_msg("%s", err);
+    tls_client = SSL_CTX_new(TLS_client_method());
+    assert_non_null(tls_client);
+    assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(tls_client), cert), 1);
+    SSL_CTX_set_verify(tls_client, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(tls_client, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+}
+
+/* pairs(), then a TLS handshake between peer A (client) and the relay's A
+ * end (server), waiting on readiness; returns the server session for the
+ * relay. */
+static tk_tls *tls_pairs(relay_test *t, int bufsize)
+{
+    tls_contexts();
+    pairs(t, bufsize);
+    tk_tls *srv;
+    assert_int_equal(tk_tls_new(tls_server, t->ra, NULL, &srv), 0);
+    t->a.ssl = SSL_new(tls_client);
+    assert_non_null(t->a.ssl);
+    assert_int_equal(SSL_set_fd(t->a.ssl, t->a.io.fd), 1);
+    SSL_set_connect_state(t->a.ssl);
+    int srv_done = 0, cli_done = 0;
+    for (int turn = 0; turn < 1000 && !(srv_done && cli_done); turn++) {
+        if (!srv_done) {
+            int r = tk_tls_handshake(srv);
+            if (r < 0 && r != -EAGAIN)
+                fail_msg("server handshake: %s", tk_tls_error(srv));
+            srv_done = r == 0;
+        }
+        if (!cli_done) {
+            int r = SSL_do_handshake(t->a.ssl);
+            int e = r == 1 ? 0 : SSL_get_error(t->a.ssl, r);
+            if (r != 1 && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                fail_msg("client handshake failed (%d)", e);
+            cli_done = r == 1;
+        }
+        struct pollfd pf[2] = {{t->ra, POLLIN, 0}, {t->a.io.fd, POLLIN, 0}};
+        if (!(srv_done && cli_done))
+            (void)poll(pf, 2, 100);
+    }
+    assert_true(srv_done && cli_done);
+    return srv;
+}
+
+static tk_relay_opts tls_opts(relay_test *t, tk_tls *srv)
+{
+    tk_relay_opts o = default_opts(t);
+    o.tls_a = srv;
+    return o;
+}
+
+static int a_tls_ended(relay_test *t)
+{
+    return t->calls > 0 && t->a.eof && t->b.eof;
+}
+
+/* 8 MiB each way at once, exact; each side's FIN reaches the other, B's as
+ * close_notify then FIN (peer A refuses an end without it). */
+static void tls_bytes_flow_both_ways_intact(void **state)
+{
+    relay_test *t = *state;
+    const size_t n = 8 * MiB;
+    unsigned char *pa = random_bytes(n, 21), *pb = random_bytes(n, 22);
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 0));
+    start(t, &o);
+    peer_send(&t->a, pa, n, 1);
+    peer_send(&t->b, pb, n, 1);
+    run_until(t, a_tls_ended, 60000);
+    assert_int_equal(t->a.err, 0);
+    assert_int_equal(t->b.err, 0);
+    assert_int_equal(t->a.close_notify, 1);
+    assert_true(t->end == TK_RELAY_DONE_A || t->end == TK_RELAY_DONE_B);
+    assert_int_equal(t->end_err, 0);
+    assert_string_equal(t->end_tls_err, "");
+    assert_int_equal(t->b.in_len, n);
+    assert_memory_equal(t->b.in, pa, n);
+    assert_int_equal(t->a.in_len, n);
+    assert_memory_equal(t->a.in, pb, n);
+    assert_int_equal(t->end_a2b, n);
+    assert_int_equal(t->end_b2a, n);
+    assert_int_equal(t->end_count_a2b, n);
+    assert_int_equal(t->end_count_b2a, n);
+    finish(t);
+    free(pa);
+    free(pb);
+}
+
+/* Neither peer reads while both send: what the relay holds stays bounded
+ * both ways (a pipe towards B, one read towards A), nobody's writes get
+ * through for good, and once both read everything arrives intact. */
+static void tls_backpressure_both_ways(void **state)
+{
+    relay_test *t = *state;
+    const size_t n = 4 * MiB, pipe_size = 65536;
+    unsigned char *pa = random_bytes(n, 23), *pb = random_bytes(n, 24);
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 16384));
+    o.pipe_size = pipe_size;
+    uint64_t room_a =
+        (uint64_t)sockopt(t->ra, SO_SNDBUF) + (uint64_t)sockopt(t->a.io.fd, SO_RCVBUF);
+    uint64_t room_b =
+        (uint64_t)sockopt(t->rb, SO_SNDBUF) + (uint64_t)sockopt(t->b.io.fd, SO_RCVBUF);
+    t->a.reading = t->b.reading = 0;
+    start(t, &o);
+    t->quiet_ms = 200;
+    quiet_restart(t);
+    peer_send(&t->a, pa, n, 0);
+    peer_send(&t->b, pb, n, 0);
+    run_until(t, quiet, 30000);
+    for (int round = 0; round < 2; round++) {
+        uint64_t a2b = tk_relay_bytes_a2b(t->r), b2a = tk_relay_bytes_b2a(t->r);
+        assert_true(t->a.out_off < n && t->b.out_off < n);
+        /* Towards B: the socket buffers and one pipe. Towards A: plaintext
+         * counts once the session took it, so the buffers bound it; B's
+         * bytes not yet taken are in its buffers or the one held read. */
+        assert_true(a2b <= room_b + pipe_size);
+        assert_true(b2a <= room_a);
+        assert_true(t->b.out_off - b2a <= room_b + pipe_size);
+        assert_int_equal(t->calls, 0);
+        t->quiet_fired = 0;
+        quiet_restart(t);
+        run_until(t, quiet, 30000);
+    }
+    t->quiet_ms = 0;
+    tk_timer_stop(t->loop, &t->quiet);
+    t->a.reading = t->b.reading = 1;
+    t->a.shut_when_sent = t->b.shut_when_sent = 1;
+    peer_update(&t->a);
+    peer_update(&t->b);
+    run_until(t, a_tls_ended, 60000);
+    assert_int_equal(t->a.err, 0);
+    assert_int_equal(t->a.in_len, n);
+    assert_memory_equal(t->a.in, pb, n);
+    assert_int_equal(t->b.in_len, n);
+    assert_memory_equal(t->b.in, pa, n);
+    assert_int_equal(t->end_a2b, n);
+    assert_int_equal(t->end_b2a, n);
+    finish(t);
+    free(pa);
+    free(pb);
+}
+
+/* A half-closes (close_notify and FIN): B gets the bytes and a FIN while
+ * B's bytes still reach A; B's FIN then reaches A as close_notify. */
+static void tls_half_close_from_a(void **state)
+{
+    relay_test *t = *state;
+    const size_t n = 1 * MiB;
+    unsigned char *pb = random_bytes(n, 25);
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 0));
+    start(t, &o);
+    peer_send(&t->a, "last words", 10, 1);
+    run_until(t, b_eof, 10000);
+    assert_int_equal(t->b.err, 0);
+    assert_int_equal(t->b.in_len, 10);
+    assert_memory_equal(t->b.in, "last words", 10);
+    assert_int_equal(t->calls, 0);
+    peer_send(&t->b, pb, n, 1);
+    run_until(t, a_tls_ended, 30000);
+    assert_int_equal(t->a.err, 0);
+    assert_int_equal(t->a.close_notify, 1);
+    assert_int_equal(t->a.in_len, n);
+    assert_memory_equal(t->a.in, pb, n);
+    assert_int_equal(t->end, TK_RELAY_DONE_A);
+    finish(t);
+    free(pb);
+}
+
+/* B half-closes first: A gets close_notify and can still send. */
+static void tls_half_close_from_b(void **state)
+{
+    relay_test *t = *state;
+    const size_t n = 1 * MiB;
+    unsigned char *pa = random_bytes(n, 26);
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 0));
+    start(t, &o);
+    peer_send(&t->b, "bye", 3, 1);
+    run_until(t, a_eof, 10000);
+    assert_int_equal(t->a.err, 0);
+    assert_int_equal(t->a.close_notify, 1);
+    assert_int_equal(t->a.in_len, 3);
+    assert_int_equal(t->calls, 0);
+    peer_send(&t->a, pa, n, 1);
+    run_until(t, a_tls_ended, 30000);
+    assert_int_equal(t->b.in_len, n);
+    assert_memory_equal(t->b.in, pa, n);
+    assert_int_equal(t->end, TK_RELAY_DONE_B);
+    assert_int_equal(t->end_err, 0);
+    finish(t);
+    free(pa);
+}
+
+/* A reset under TLS is A's socket error, and B is reset too. */
+static void tls_reset_on_a_is_error_a(void **state)
+{
+    relay_test *t = *state;
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 0));
+    start(t, &o);
+    peer_send(&t->b, "ping", 4, 0);
+    run_until(t, a_got_4, 10000);
+    peer_reset(&t->a);
+    run_until(t, ended_and_both_closed, 10000);
+    assert_int_equal(t->end, TK_RELAY_ERROR_A);
+    assert_int_equal(t->end_err, -ECONNRESET);
+    assert_int_equal(t->b.err, -ECONNRESET);
+    finish(t);
+}
+
+/* Bytes that are not a TLS record end the relay as a TLS failure of A,
+ * with the reason. */
+static void tls_garbage_is_error_a_with_reason(void **state)
+{
+    relay_test *t = *state;
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 0));
+    start(t, &o);
+    static const char junk[64] = "this is not a TLS record";
+    assert_int_equal(send(t->a.io.fd, junk, sizeof(junk), MSG_NOSIGNAL), (ssize_t)sizeof(junk));
+    run_until(t, ended, 10000);
+    assert_int_equal(t->end, TK_RELAY_ERROR_A);
+    assert_int_equal(t->end_err, -EPROTO);
+    assert_true(strlen(t->end_tls_err) > 0);
+    print_message("tls error: %s\n", t->end_tls_err);
+    run_until(t, b_eof, 10000);
+    assert_int_equal(t->b.err, -ECONNRESET);
+    finish(t);
+}
+
+static int b_got_73728(relay_test *t)
+{
+    return t->b.in_len >= 73728 || t->b.err || t->calls;
+}
+
+/* Records of 8192 and then 4 x 16384 bytes, read 4096 at a time (the pipe
+ * size): every read is full, so the relay runs out of rounds (16 reads) in
+ * the middle of the last record, whose rest is decrypted in the session
+ * where no socket event announces it. It must still arrive, with nothing
+ * more sent and no FIN. */
+static void tls_pending_decrypted_bytes_are_relayed(void **state)
+{
+    relay_test *t = *state;
+    const size_t n = 8192 + 4 * 16384;
+    unsigned char *pa = random_bytes(n, 27);
+    tk_relay_opts o = tls_opts(t, tls_pairs(t, 0));
+    o.pipe_size = 4096;
+    /* Every record goes out at once (no Nagle) and is in the relay's socket
+     * before it starts, so its first wake-up sees them all. */
+    int one = 1;
+    assert_int_equal(setsockopt(t->a.io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    uint64_t w0 = BIO_number_written(SSL_get_wbio(t->a.ssl));
+    for (size_t off = 0; off < n;) {
+        size_t want = off == 0 ? 8192 : 16384, put = 0;
+        assert_int_equal(SSL_write_ex(t->a.ssl, pa + off, want, &put), 1);
+        assert_int_equal(put, want);
+        off += put;
+    }
+    int sent = (int)(BIO_number_written(SSL_get_wbio(t->a.ssl)) - w0), queued = 0;
+    for (int i = 0; i < 1000 && queued < sent; i++) {
+        struct pollfd pf = {t->ra, POLLIN, 0};
+        (void)poll(&pf, 1, 10);
+        assert_int_equal(ioctl(t->ra, FIONREAD, &queued), 0);
+    }
+    assert_int_equal(queued, sent);
+    start(t, &o);
+    run_until(t, b_got_73728, 10000);
+    assert_int_equal(t->calls, 0);
+    assert_int_equal(t->b.in_len, n);
+    assert_memory_equal(t->b.in, pa, n);
+    finish(t);
+    free(pa);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1200,6 +1597,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(reset_after_fin_is_error_a, setup, teardown),
         cmocka_unit_test(end_with_other_side_pending_is_safe),
         cmocka_unit_test(close_from_post_with_event_pending_is_safe),
+        cmocka_unit_test_setup_teardown(tls_bytes_flow_both_ways_intact, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_backpressure_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_half_close_from_a, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_half_close_from_b, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_reset_on_a_is_error_a, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_garbage_is_error_a_with_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_pending_decrypted_bytes_are_relayed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
