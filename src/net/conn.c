@@ -623,7 +623,24 @@ static ssize_t tls_send_file(tk_conn *c, size_t *total)
             errno = ENODATA;
         return -1;
     }
-    return tls_result(c, tk_tls_write(c->tls, stage, (size_t)r));
+    /* A write takes one record at a time: send every record of what was
+     * read before reading again. If the socket fills up part way, what was
+     * taken is reported, and the retry reads the untaken bytes again from
+     * the file, the same bytes OpenSSL expects. */
+    size_t done = 0;
+    while (done < (size_t)r) {
+        ssize_t w = tk_tls_write(c->tls, stage + done, (size_t)r - done);
+        if (w < 0) {
+            if (done > 0 && w == -EAGAIN) {
+                (void)tls_result(c, w); /* notes what the retry waits for */
+                break;
+            }
+            return tls_result(c, w);
+        }
+        done += (size_t)w;
+    }
+    *total = (size_t)r;
+    return (ssize_t)done;
 }
 
 /* Writes as much queued output as the kernel takes, in as few calls as it can. */
