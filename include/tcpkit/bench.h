@@ -30,6 +30,7 @@
 #include "tcpkit/addr.h"
 #include "tcpkit/hist.h"
 #include "tcpkit/pool.h"
+#include "tcpkit/tls.h"
 
 /* Upper bounds checked by tk_bench_run(); past them it returns -EINVAL. */
 #define TK_BENCH_MAX_CONNECTIONS 1000000u
@@ -62,6 +63,9 @@ typedef enum {
                           `size` is unused */
 } tk_bench_mode;
 
+/* Most bytes kept of the first TLS failure's reason, '\0' included. */
+#define TK_BENCH_TLS_ERROR_MAX 160u
+
 /* Longest name of TK_BENCH_FILE (file-server's version-1 limit). */
 #define TK_BENCH_MAX_FILE_NAME 4096u
 
@@ -92,14 +96,19 @@ typedef struct {
     size_t per_sec_cap;            /* entries per_sec can hold */
     tk_bench_progress_fn progress; /* optional, see above */
     void *progress_arg;
-    tk_pool *pool;      /* optional, all modes but connect: where the connections come from and
-                           go back to, so several runs (--find-max-rate's probes) share warm
-                           connections; its max_size must be at least `connections`. NULL: the
-                           run uses a pool of its own, closed at its end (NULL) */
-    unsigned receivers; /* chat: connections that only read (10) */
-    unsigned senders;   /* chat: connections that send; closed loop: one message in
-                           flight each, the next when the server answers it (1) */
-    const char *file;   /* file: the name to download, 1 to TK_BENCH_MAX_FILE_NAME bytes */
+    tk_pool *pool;        /* optional, all modes but connect: where the connections come from and
+                             go back to, so several runs (--find-max-rate's probes) share warm
+                             connections; its max_size must be at least `connections`. NULL: the
+                             run uses a pool of its own, closed at its end (NULL) */
+    unsigned receivers;   /* chat: connections that only read (10) */
+    unsigned senders;     /* chat: connections that send; closed loop: one message in
+                             flight each, the next when the server answers it (1) */
+    const char *file;     /* file: the name to download, 1 to TK_BENCH_MAX_FILE_NAME bytes */
+    tk_tls_ctx *tls;      /* optional client context: every connection does a TLS handshake
+                             once connected (part of its dial: a failure is a connect error;
+                             connect mode: one per request) and all requests go through TLS.
+                             Connections then never go back to the pool for reuse (NULL) */
+    const char *tls_name; /* the server name to verify and send (SNI); NULL: the chain only */
 } tk_bench_config;
 
 typedef struct {
@@ -132,7 +141,10 @@ typedef struct {
     uint64_t bytes_out;
     uint64_t per_receiver_min; /* chat: the fewest and most messages one receiver got */
     uint64_t per_receiver_max;
-    uint64_t file_bytes; /* file: file bytes received in data frames, whole run */
+    uint64_t file_bytes;   /* file: file bytes received in data frames, whole run */
+    uint64_t tls_failures; /* handshakes that failed (counted in connect_errors too) */
+    char tls_version[16];  /* the protocol of the first handshake that completed ("TLSv1.3") */
+    char tls_error[TK_BENCH_TLS_ERROR_MAX]; /* the first failed handshake's reason, "" if none */
 } tk_bench_result;
 
 /* Fills the documented defaults; addrs must still be set. */

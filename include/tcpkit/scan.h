@@ -1,7 +1,8 @@
 /* A TCP connect scanner: targets (names, addresses, CIDR ranges), port lists,
  * and a non-blocking connect scan on one event loop with a cap on the
  * connects in flight, a connect rate, a per-attempt timeout, retries of
- * filtered ports and an optional banner read. The engine parses no command
+ * filtered ports, an optional TLS handshake and an optional banner read
+ * (through TLS after a handshake). The engine parses no command
  * line and prints nothing: results come back in a tk_scan_result, progress
  * through a callback. */
 #ifndef TCPKIT_SCAN_H
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "tcpkit/addr.h"
+#include "tcpkit/tls.h"
 
 /* Most addresses one scan takes (all targets together); past it parsing a
  * target returns -E2BIG. */
@@ -20,6 +22,8 @@
 #define TK_SCAN_MAX_PROBES (64u * 1024 * 1024)
 /* Most bytes kept of a banner. */
 #define TK_SCAN_BANNER_MAX 128u
+/* Most bytes kept of a TLS failure's reason, '\0' included. */
+#define TK_SCAN_TLS_ERROR_MAX 128u
 /* Number of ports in the default list (tk_scan_top_ports). */
 #define TK_SCAN_TOP_PORTS 100u
 
@@ -91,7 +95,12 @@ typedef struct {
     uint32_t banner_timeout_ms;   /* how long to wait for it (1000) */
     tk_scan_progress_cb progress; /* optional, called every progress_ms */
     void *progress_arg;
-    uint32_t progress_ms; /* 250 */
+    uint32_t progress_ms;    /* 250 */
+    tk_tls_ctx *tls;         /* optional client context: a TLS handshake on every open port,
+                                and the banner (if asked) read through it (NULL) */
+    const char *tls_name;    /* the name every port's certificate is checked against and
+                                sent as SNI; NULL: the target's name, else its address */
+    uint32_t tls_timeout_ms; /* how long a handshake may take (0: timeout_ms) */
 } tk_scan_config;
 
 /* A banner read from an open port: raw bytes, not terminated. */
@@ -102,12 +111,26 @@ typedef struct {
     unsigned char data[TK_SCAN_BANNER_MAX];
 } tk_scan_banner;
 
+/* What the TLS handshake on an open port found. */
+typedef struct {
+    size_t host;
+    size_t port;      /* index into the config's ports */
+    char version[16]; /* the protocol negotiated ("TLSv1.3"); "" if the handshake failed */
+    char cipher[48];  /* the cipher suite, with a version */
+    int verified;     /* the certificate and name checked out (0 when not checked) */
+    char verify_error[TK_SCAN_TLS_ERROR_MAX]; /* with a version: why they did not, if checked */
+    char error[TK_SCAN_TLS_ERROR_MAX];        /* why the handshake, or the banner read after
+                                                 it, failed ("" if neither did) */
+} tk_scan_tls;
+
 typedef struct {
     uint8_t *states; /* tk_scan_state of host h, port index p at [h * nports + p] */
     size_t nhosts;
     size_t nports;
     tk_scan_banner *banners; /* one per open port that said something */
     size_t nbanners;
+    tk_scan_tls *tls; /* with a TLS context: one per open port, in the order they ended */
+    size_t ntls;
     uint64_t attempts;        /* connects started, retries included */
     uint64_t local_retries;   /* attempts redone after a local resource error */
     unsigned min_concurrency; /* lowest cap the back-off reached */

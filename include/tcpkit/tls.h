@@ -24,6 +24,9 @@ typedef struct {
     const char *ca_file;           /* server: CAs for client certificates (mutual TLS);
                                       client: trusted CAs instead of the system store */
     int insecure;                  /* client only: skip every verification */
+    int verify_soft;               /* client only: verify, but let the handshake complete when
+                                      verification fails; tk_tls_verify_error() says why (for a
+                                      scanner, which sends nothing the peer could misuse) */
     int min_version;               /* 0x0303 (TLS 1.2, the default) or 0x0304 (TLS 1.3) */
     uint32_t handshake_timeout_ms; /* a handshake not done by then fails (10 s) */
     int ktls;                      /* try kernel TLS (1, the default) */
@@ -47,6 +50,10 @@ uint32_t tk_tls_ctx_handshake_timeout(const tk_tls_ctx *ctx);
 
 /* True for a server context. */
 int tk_tls_ctx_is_server(const tk_tls_ctx *ctx);
+
+/* True for a client context that checks the server's certificate (not
+ * insecure). */
+int tk_tls_ctx_verifies(const tk_tls_ctx *ctx);
 
 /* Starts a session on the connected socket fd (not taken over). For a
  * client, peer_name is the host name or address to verify and, when a name,
@@ -90,6 +97,12 @@ int tk_tls_shutdown(tk_tls *t);
 /* Why the last call failed, for logs and users ("certificate verify failed:
  * certificate has expired", ...); "" if nothing failed. */
 const char *tk_tls_error(const tk_tls *t);
+
+/* After a client's handshake: why the server's certificate or name did not
+ * verify ("self-signed certificate", ...), or NULL when it verified or was
+ * not checked (--tls-insecure). Only a verify_soft context gets this far
+ * with a failure; any other fails the handshake instead. */
+const char *tk_tls_verify_error(const tk_tls *t);
 
 /* After the handshake: the protocol ("TLSv1.3") and cipher names, and
  * whether kernel TLS carries sent records. */

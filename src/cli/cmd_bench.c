@@ -5,6 +5,7 @@
  * SVG plot of the latency distribution and of throughput over time. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "cli/opts.h"
+#include "cli/tls_opts.h"
 #include "tcpkit/addr.h"
 #include "tcpkit/bench.h"
 #include "tcpkit/hist.h"
@@ -32,6 +34,7 @@ typedef struct {
     int find_max;
     uint32_t p99_target_ms;
     const char *plot;
+    tls_opts tls;
 } bench_opts;
 
 /* --find-max-rate: probes of this length, at most this many of them. */
@@ -83,6 +86,9 @@ static const char usage_text[] =
     "      --plot FILE.svg       draw the latency distribution and throughput per second\n"
     "      --json                print one JSON object on one line\n"
     "  -h, --help                this help\n"
+    "\n"
+    "TLS: every connection does a handshake once connected (connect mode: one per\n"
+    "request, so it measures handshakes per second), then requests go through it.\n" TLS_CLIENT_HELP
     "\n"
     "Exit status: 0 done, 1 no connection made or no request completed, 2 usage error.\n";
 
@@ -145,6 +151,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"receivers", required_argument, NULL, OPT_RECEIVERS},
         {"senders", required_argument, NULL, OPT_SENDERS},
         {"file", required_argument, NULL, OPT_FILE},
+        TLS_CLIENT_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -152,6 +159,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     int ch;
 
     tk_bench_config_init(&o->cfg);
+    tls_opts_init(&o->tls);
     o->cfg.connections = 50;
     o->cfg.threads = tk_cpu_count();
     optind = 1;
@@ -239,10 +247,17 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             if (optopt > 0 && optopt < 128)
                 return opt_usage_error("bench", "-%c needs a value", optopt);
             return opt_usage_error("bench", "%s needs a value", argv[optind - 1]);
-        default:
+        default: {
+            int rc = tls_option(&o->tls, "bench", ch, optarg);
+            if (rc >= 0) {
+                if (rc)
+                    return rc;
+                break;
+            }
             if (optopt > 0 && optopt < 128)
                 return opt_usage_error("bench", "unknown option '-%c'", optopt);
             return opt_usage_error("bench", "unknown option '%s'", argv[optind - 1]);
+        }
         }
     }
     if (optind >= argc)
@@ -323,6 +338,18 @@ static void print_json(const bench_opts *o, unsigned threads, const tk_bench_res
         printf(",\"file_bytes\":%llu,\"mb_in_per_s\":%.3f", (unsigned long long)r->file_bytes,
                r->elapsed_s > 0 ? (double)r->bytes_in / r->elapsed_s / 1e6 : 0.0);
     }
+    if (c->tls) {
+        printf(",\"tls_version\":");
+        if (r->tls_version[0])
+            json_string(stdout, r->tls_version);
+        else
+            printf("null");
+        printf(",\"tls_failures\":%llu,\"tls_error\":", (unsigned long long)r->tls_failures);
+        if (r->tls_error[0])
+            json_string(stdout, r->tls_error);
+        else
+            printf("null");
+    }
     if (c->mode == TK_BENCH_CHAT)
         printf(",\"receivers\":%u,\"senders\":%u,\"deliveries\":%llu,"
                "\"per_receiver_min\":%llu,\"per_receiver_max\":%llu",
@@ -341,6 +368,12 @@ static void print_text(const bench_opts *o, unsigned threads, const tk_bench_res
            c->duration_ms / 1000.0, threads);
     if (c->rate > 0)
         printf("open loop at %.1f req/s (latency from the intended send time)\n", c->rate);
+    if (c->tls) {
+        printf("tls %s", r->tls_version[0] ? r->tls_version : "(no handshake completed)");
+        if (r->tls_failures > 0)
+            printf("  handshakes failed %llu", (unsigned long long)r->tls_failures);
+        printf("\n");
+    }
     printf("requests %llu  errors %llu", (unsigned long long)r->requests,
            (unsigned long long)r->errors);
     if (r->errors > 0 && r->last_error < 0)
@@ -436,7 +469,8 @@ static int find_max_rate_probes(bench_opts *o)
             return 1;
         }
         if (r.connected == 0) {
-            fprintf(stderr, "tcpkit bench: no connection to %s could be made\n", o->target);
+            fprintf(stderr, "tcpkit bench: no connection to %s could be made%s%s\n", o->target,
+                    r.tls_error[0] ? ": tls: " : "", r.tls_error);
             return 1;
         }
         /* A rate passes if its p99 is under target, it lost nothing and the
@@ -619,6 +653,98 @@ static int write_plot(const char *path, const bench_opts *o, const tk_hdr *h,
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* After a run: the first failed handshake's reason, once. */
+static void report_tls(const bench_opts *o, const tk_bench_result *r)
+{
+    if (r->connected == 0) {
+        fprintf(stderr, "tcpkit bench: no connection to %s could be made", o->target);
+        if (r->tls_error[0])
+            fprintf(stderr, ": tls: %s\n", r->tls_error);
+        else if (r->last_error < 0)
+            fprintf(stderr, ": %s\n", strerror(-r->last_error));
+        else
+            fprintf(stderr, "\n");
+    } else if (r->tls_error[0]) {
+        fprintf(stderr, "tcpkit bench: tls: %s (%llu handshake%s failed)\n", r->tls_error,
+                (unsigned long long)r->tls_failures, r->tls_failures == 1 ? "" : "s");
+    }
+}
+
+/* Resolves the target and runs the benchmark (or the rate search). */
+static int bench_main(bench_opts *o)
+{
+    tk_addr addrs[BENCH_MAX_ADDRS];
+    int n = tk_addr_resolve(o->target, AF_UNSPEC, 0, addrs, BENCH_MAX_ADDRS);
+    if (n == -EINVAL)
+        return opt_usage_error("bench", "bad address '%s' (expected HOST:PORT)", o->target);
+    if (n < 0) {
+        fprintf(stderr, "tcpkit bench: cannot resolve '%s': %s\n", o->target,
+                n == -ENOENT ? "unknown host" : strerror(-n));
+        return 1;
+    }
+    o->cfg.addrs = addrs;
+    o->cfg.naddrs = (size_t)n;
+    if (o->find_max)
+        return find_max_rate(o);
+
+    tk_hdr *hist = NULL;
+    uint64_t *per_sec = NULL;
+    if (o->plot) {
+        hist = malloc(sizeof(*hist));
+        per_sec = calloc(PLOT_MAX_SECONDS, sizeof(*per_sec));
+        if (!hist || !per_sec) {
+            free(hist);
+            free(per_sec);
+            fprintf(stderr, "tcpkit bench: %s\n", strerror(ENOMEM));
+            return 1;
+        }
+        o->cfg.hist_out = hist;
+        o->cfg.per_sec = per_sec;
+        o->cfg.per_sec_cap = PLOT_MAX_SECONDS;
+    }
+
+    tk_bench_result r;
+    int err = run_once(o, &r, 1);
+    if (err < 0) {
+        fprintf(stderr, "tcpkit bench: %s\n", strerror(-err));
+        free(hist);
+        free(per_sec);
+        return 1;
+    }
+    unsigned threads = o->cfg.threads < o->cfg.connections ? o->cfg.threads : o->cfg.connections;
+    if (o->cfg.mode == TK_BENCH_CHAT) {
+        threads = 1; /* one thread drives every chat connection */
+        o->cfg.connections = o->cfg.receivers + o->cfg.senders;
+    }
+    if (o->json)
+        print_json(o, threads, &r);
+    else
+        print_text(o, threads, &r);
+    fflush(stdout);
+    int rc = 0;
+    if (o->plot && write_plot(o->plot, o, hist, per_sec, r.per_sec_n) < 0) {
+        fprintf(stderr, "tcpkit bench: cannot write %s: %s\n", o->plot, strerror(errno));
+        rc = 1;
+    }
+    free(hist);
+    free(per_sec);
+
+    report_tls(o, &r);
+    if (r.connected == 0)
+        return 1;
+    if (r.requests == 0) {
+        if (r.sent > 0 && r.received == 0)
+            fprintf(stderr,
+                    "tcpkit bench: no request completed (%llu sent, no reply: does the server "
+                    "speak --mode %s?)\n",
+                    (unsigned long long)r.sent, mode_names[o->cfg.mode]);
+        else
+            fprintf(stderr, "tcpkit bench: no request completed\n");
+        return 1;
+    }
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -630,77 +756,14 @@ int cmd_bench(int argc, char **argv)
     }
     if (rc > 0)
         return rc;
-
-    tk_addr addrs[BENCH_MAX_ADDRS];
-    int n = tk_addr_resolve(o.target, AF_UNSPEC, 0, addrs, BENCH_MAX_ADDRS);
-    if (n == -EINVAL)
-        return opt_usage_error("bench", "bad address '%s' (expected HOST:PORT)", o.target);
-    if (n < 0) {
-        fprintf(stderr, "tcpkit bench: cannot resolve '%s': %s\n", o.target,
-                n == -ENOENT ? "unknown host" : strerror(-n));
-        return 1;
+    char name[TK_HOST_MAX];
+    if ((rc = tls_build(&o.tls, "bench", 0, &o.cfg.tls)) != 0)
+        return rc;
+    if (o.cfg.tls) {
+        o.cfg.tls_name = tls_peer_name(&o.tls, o.target, name);
+        signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write(), not MSG_NOSIGNAL */
     }
-    o.cfg.addrs = addrs;
-    o.cfg.naddrs = (size_t)n;
-    if (o.find_max)
-        return find_max_rate(&o);
-
-    tk_hdr *hist = NULL;
-    uint64_t *per_sec = NULL;
-    if (o.plot) {
-        hist = malloc(sizeof(*hist));
-        per_sec = calloc(PLOT_MAX_SECONDS, sizeof(*per_sec));
-        if (!hist || !per_sec) {
-            free(hist);
-            free(per_sec);
-            fprintf(stderr, "tcpkit bench: %s\n", strerror(ENOMEM));
-            return 1;
-        }
-        o.cfg.hist_out = hist;
-        o.cfg.per_sec = per_sec;
-        o.cfg.per_sec_cap = PLOT_MAX_SECONDS;
-    }
-
-    tk_bench_result r;
-    int err = run_once(&o, &r, 1);
-    if (err < 0) {
-        fprintf(stderr, "tcpkit bench: %s\n", strerror(-err));
-        free(hist);
-        free(per_sec);
-        return 1;
-    }
-    unsigned threads = o.cfg.threads < o.cfg.connections ? o.cfg.threads : o.cfg.connections;
-    if (o.cfg.mode == TK_BENCH_CHAT) {
-        threads = 1; /* one thread drives every chat connection */
-        o.cfg.connections = o.cfg.receivers + o.cfg.senders;
-    }
-    if (o.json)
-        print_json(&o, threads, &r);
-    else
-        print_text(&o, threads, &r);
-    fflush(stdout);
-    rc = 0;
-    if (o.plot && write_plot(o.plot, &o, hist, per_sec, r.per_sec_n) < 0) {
-        fprintf(stderr, "tcpkit bench: cannot write %s: %s\n", o.plot, strerror(errno));
-        rc = 1;
-    }
-    free(hist);
-    free(per_sec);
-
-    if (r.connected == 0) {
-        fprintf(stderr, "tcpkit bench: no connection to %s could be made%s%s\n", o.target,
-                r.last_error < 0 ? ": " : "", r.last_error < 0 ? strerror(-r.last_error) : "");
-        return 1;
-    }
-    if (r.requests == 0) {
-        if (r.sent > 0 && r.received == 0)
-            fprintf(stderr,
-                    "tcpkit bench: no request completed (%llu sent, no reply: does the server "
-                    "speak --mode %s?)\n",
-                    (unsigned long long)r.sent, mode_names[o.cfg.mode]);
-        else
-            fprintf(stderr, "tcpkit bench: no request completed\n");
-        return 1;
-    }
+    rc = bench_main(&o);
+    tk_tls_ctx_free(o.cfg.tls);
     return rc;
 }

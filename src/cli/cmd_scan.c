@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cli/opts.h"
+#include "cli/tls_opts.h"
 #include "tcpkit/scan.h"
 
 #define SCAN_MAX_TIMEOUT_MS (60u * 1000)
@@ -29,6 +31,8 @@ typedef struct {
     uint16_t *ports;
     int format;
     int all;
+    tls_opts tls;
+    int tls_timeout_set; /* --tls-handshake-timeout given: it bounds the handshake */
 } scan_opts;
 
 static const char usage_text[] =
@@ -51,6 +55,11 @@ static const char usage_text[] =
     "      --grepable            one line per host: Host: ADDR Ports: 22/open/ssh, ...\n"
     "  -h, --help                this help\n"
     "\n"
+    "TLS (--tls, or any option below): a handshake on every open port within\n"
+    "--timeout (or --tls-handshake-timeout if given), reported with the version or\n"
+    "the reason it failed; with --banner the banner is then read through TLS. The\n"
+    "certificate is checked, and a failed check is reported, but the banner is\n"
+    "still read (a scan sends nothing).\n" TLS_CLIENT_HELP "\n"
     "On a terminal a progress line with an ETA is shown on stderr.\n"
     "Exit status: 0 the scan ran, 1 error, 2 usage error.\n";
 
@@ -88,6 +97,7 @@ static int parse_args(int argc, char **argv, scan_opts *o)
         {"all", no_argument, NULL, OPT_ALL},
         {"json", no_argument, NULL, OPT_JSON},
         {"grepable", no_argument, NULL, OPT_GREP},
+        TLS_CLIENT_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -96,6 +106,7 @@ static int parse_args(int argc, char **argv, scan_opts *o)
     int ch;
 
     tk_scan_config_init(&o->cfg);
+    tls_opts_init(&o->tls);
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, ":p:c:h", longopts, NULL)) != -1) {
@@ -139,10 +150,18 @@ static int parse_args(int argc, char **argv, scan_opts *o)
             if (optopt > 0 && optopt < 128)
                 return opt_usage_error("scan", "-%c needs a value", optopt);
             return opt_usage_error("scan", "%s needs a value", argv[optind - 1]);
-        default:
+        default: {
+            int rc = tls_option(&o->tls, "scan", ch, optarg);
+            if (rc >= 0) {
+                if (rc)
+                    return rc;
+                o->tls_timeout_set |= ch == OPT_TLS_HANDSHAKE_TIMEOUT;
+                break;
+            }
             if (optopt > 0 && optopt < 128)
                 return opt_usage_error("scan", "unknown option '-%c'", optopt);
             return opt_usage_error("scan", "unknown option '%s'", argv[optind - 1]);
+        }
         }
     }
     if (optind >= argc)
@@ -257,6 +276,29 @@ static const tk_scan_banner *find_banner(const tk_scan_result *r, size_t h, size
     return NULL;
 }
 
+static const tk_scan_tls *find_tls(const tk_scan_result *r, size_t h, size_t p)
+{
+    for (size_t i = 0; i < r->ntls; i++)
+        if (r->tls[i].host == h && r->tls[i].port == p)
+            return &r->tls[i];
+    return NULL;
+}
+
+/* The table's note under a port whose TLS failed or did not verify; NULL
+ * when there is nothing to say. */
+static const char *tls_note(const tk_scan_tls *t, char *buf, size_t cap)
+{
+    if (!t)
+        return NULL;
+    if (t->error[0])
+        snprintf(buf, cap, "tls: %s", t->error);
+    else if (t->verify_error[0])
+        snprintf(buf, cap, "tls: not verified: %s", t->verify_error);
+    else
+        return NULL;
+    return buf;
+}
+
 static int shown(const scan_opts *o, uint8_t st)
 {
     return o->all || st == TK_SCAN_OPEN;
@@ -290,7 +332,11 @@ static void print_table(const scan_opts *o, const tk_scan_result *r, char **svc)
                    (unsigned long long)c[TK_SCAN_CLOSED], (unsigned long long)c[TK_SCAN_FILTERED]);
             continue;
         }
-        if (o->cfg.banner)
+        if (o->cfg.tls && o->cfg.banner)
+            printf("%-11s %-9s %-16s %-8s BANNER\n", "PORT", "STATE", "SERVICE", "TLS");
+        else if (o->cfg.tls)
+            printf("%-11s %-9s %-16s TLS\n", "PORT", "STATE", "SERVICE");
+        else if (o->cfg.banner)
             printf("%-11s %-9s %-16s BANNER\n", "PORT", "STATE", "SERVICE");
         else
             printf("%-11s %-9s %s\n", "PORT", "STATE", "SERVICE");
@@ -304,10 +350,22 @@ static void print_table(const scan_opts *o, const tk_scan_result *r, char **svc)
             if (b)
                 escape_banner(b, esc);
             const char *name = svc[p] ? svc[p] : "unknown";
-            if (o->cfg.banner)
+            if (o->cfg.tls) {
+                const tk_scan_tls *t = st[p] == TK_SCAN_OPEN ? find_tls(r, h, p) : NULL;
+                char note[TK_SCAN_TLS_ERROR_MAX + 32];
+                const char *ver = t && t->version[0] ? t->version : "-";
+                if (o->cfg.banner)
+                    printf("%-11s %-9s %-16s %-8s %s\n", port, tk_scan_state_name(st[p]), name, ver,
+                           esc);
+                else
+                    printf("%-11s %-9s %-16s %s\n", port, tk_scan_state_name(st[p]), name, ver);
+                if (tls_note(t, note, sizeof(note)))
+                    printf("%-11s %s\n", "", note);
+            } else if (o->cfg.banner) {
                 printf("%-11s %-9s %-16s %s\n", port, tk_scan_state_name(st[p]), name, esc);
-            else
+            } else {
                 printf("%-11s %-9s %s\n", port, tk_scan_state_name(st[p]), name);
+            }
         }
         if (!o->all)
             printf("Not shown: %llu closed, %llu filtered\n", (unsigned long long)c[TK_SCAN_CLOSED],
@@ -334,10 +392,34 @@ static void print_grepable(const scan_opts *o, const tk_scan_result *r, char **s
                 continue;
             printf("%s %u/%s/%s", first ? "" : ",", (unsigned)o->cfg.ports[p],
                    tk_scan_state_name(st[p]), svc[p] ? svc[p] : "");
+            if (o->cfg.tls) {
+                /* A fourth field: the version, marked when the certificate
+                 * did not verify; "none" when no TLS was negotiated. */
+                const tk_scan_tls *t = st[p] == TK_SCAN_OPEN ? find_tls(r, h, p) : NULL;
+                if (t && t->version[0])
+                    printf("/%s%s", t->version, t->verify_error[0] ? "-unverified" : "");
+                else
+                    printf("/%s", t ? "none" : "");
+            }
             first = 0;
         }
         printf("\n");
     }
+}
+
+/* {"version","cipher","verified"[,"verify_error"][,"error"]}; version and
+ * cipher are null when the handshake failed. */
+static json_t *tls_json(const tk_scan_tls *t)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "version", t->version[0] ? json_string(t->version) : json_null());
+    json_object_set_new(j, "cipher", t->cipher[0] ? json_string(t->cipher) : json_null());
+    json_object_set_new(j, "verified", json_boolean(t->verified));
+    if (t->verify_error[0])
+        json_object_set_new(j, "verify_error", json_string(t->verify_error));
+    if (t->error[0])
+        json_object_set_new(j, "error", json_string(t->error));
+    return j;
 }
 
 static int print_json(const scan_opts *o, const tk_scan_result *r, char **svc)
@@ -368,6 +450,9 @@ static int print_json(const scan_opts *o, const tk_scan_result *r, char **svc)
                 escape_banner(b, esc);
                 json_object_set_new(jp, "banner", json_string(esc));
             }
+            const tk_scan_tls *t = st[p] == TK_SCAN_OPEN ? find_tls(r, h, p) : NULL;
+            if (t)
+                json_object_set_new(jp, "tls", tls_json(t));
             json_array_append_new(ports, jp);
         }
     }
@@ -409,6 +494,17 @@ int cmd_scan(int argc, char **argv)
         goto out;
     if (isatty(2))
         o.cfg.progress = on_progress;
+    /* A scanner sends nothing the peer could misuse: a certificate that does
+     * not verify is reported, and the banner is still read. */
+    o.tls.cfg.verify_soft = 1;
+    if ((rc = tls_build(&o.tls, "scan", 0, &o.cfg.tls)) != 0)
+        goto out;
+    if (o.cfg.tls) {
+        o.cfg.tls_name = o.tls.server_name;
+        if (o.tls_timeout_set)
+            o.cfg.tls_timeout_ms = o.tls.cfg.handshake_timeout_ms;
+        signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write(), not MSG_NOSIGNAL */
+    }
     tk_scan_result r;
     int err = tk_scan_run(&o.cfg, &r);
     if (err < 0) {
@@ -437,6 +533,7 @@ int cmd_scan(int argc, char **argv)
     if (fflush(stdout) != 0)
         rc = 1;
 out:
+    tk_tls_ctx_free(o.cfg.tls);
     free(o.ports);
     tk_scan_targets_free(&o.targets);
     return rc;

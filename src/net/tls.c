@@ -21,6 +21,7 @@
 struct tk_tls_ctx {
     SSL_CTX *ssl;
     int is_server;
+    int verifies; /* a client that checks the server's certificate */
     uint32_t handshake_timeout_ms;
 };
 
@@ -29,6 +30,7 @@ struct tk_tls {
     int fd;
     unsigned want;
     unsigned char is_server;
+    unsigned char verifies;
     unsigned char first_byte_seen; /* server: the client's first byte was a TLS record */
     /* Why the last call failed: static strings from OpenSSL or from here,
      * so a session carries no message buffer. */
@@ -132,7 +134,9 @@ int tk_tls_ctx_new(const tk_tls_config *c, int is_server, tk_tls_ctx **out, char
         } else if (SSL_CTX_set_default_verify_paths(ssl) != 1) {
             return ctx_fail(ssl, err, errcap, "cannot load the system CA store", NULL);
         }
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+        /* Soft: OpenSSL still checks the chain and the name and keeps the
+         * result, but does not end the handshake over it. */
+        SSL_CTX_set_verify(ssl, c->verify_soft ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     }
 
     tk_tls_ctx *ctx = calloc(1, sizeof(*ctx));
@@ -143,6 +147,7 @@ int tk_tls_ctx_new(const tk_tls_config *c, int is_server, tk_tls_ctx **out, char
     }
     ctx->ssl = ssl;
     ctx->is_server = is_server != 0;
+    ctx->verifies = !is_server && !c->insecure;
     ctx->handshake_timeout_ms = c->handshake_timeout_ms;
     *out = ctx;
     return 0;
@@ -166,6 +171,11 @@ int tk_tls_ctx_is_server(const tk_tls_ctx *ctx)
     return ctx->is_server;
 }
 
+int tk_tls_ctx_verifies(const tk_tls_ctx *ctx)
+{
+    return ctx->verifies;
+}
+
 /* True if name is an IPv4 or IPv6 literal. */
 static int is_ip_literal(const char *name)
 {
@@ -184,6 +194,7 @@ int tk_tls_new(tk_tls_ctx *ctx, int fd, const char *peer_name, tk_tls **out)
         goto fail;
     t->fd = fd;
     t->is_server = (unsigned char)ctx->is_server;
+    t->verifies = (unsigned char)ctx->verifies;
     if (ctx->is_server) {
         SSL_set_accept_state(t->ssl);
         t->want = TK_TLS_WANT_READ;
@@ -384,6 +395,14 @@ const char *tk_tls_error(const tk_tls *t)
     snprintf(msg, sizeof(msg), "%s%s%s", t->err_what, t->err_detail ? ": " : "",
              t->err_detail ? t->err_detail : "");
     return msg;
+}
+
+const char *tk_tls_verify_error(const tk_tls *t)
+{
+    if (!t->verifies || !SSL_is_init_finished(t->ssl))
+        return NULL;
+    long v = SSL_get_verify_result(t->ssl);
+    return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
 }
 
 const char *tk_tls_version(const tk_tls *t)

@@ -21,12 +21,18 @@
  *
  * With a request count, a shared budget hands out sends and a shared
  * `settled` counter (answered, or lost with a dropped connection) tells the
- * conductor when the last reply is in. */
+ * conductor when the last reply is in.
+ *
+ * With TLS a connection has a session and its own I/O callback: the
+ * handshake runs once the socket is connected and belongs to the dial, and
+ * requests and replies go through tk_tls_write/tk_tls_read. The plain path
+ * pays one test of a NULL pointer in conn_flush() for this. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,6 +50,11 @@
  * others on its loop; the poller is level-triggered and calls again. */
 #define BENCH_READS_PER_WAKE     4
 #define BENCH_DEFAULT_CONNECT_MS 10000u
+/* TLS: a read returns at most one record, 16 KiB of plaintext at most; a
+ * full one suggests more follows, as a full scratch buffer does for a plain
+ * read. Up to this many per wake-up: about what four plain reads take. */
+#define BENCH_TLS_RECORD         16384
+#define BENCH_TLS_READS_PER_WAKE 16
 /* How long the conductor waits past the connect timeout for dials to report. */
 #define BENCH_DIAL_SLACK_MS 2000u
 /* Connect mode: the pause before the next request of a slot whose last one
@@ -54,8 +65,9 @@
 #define BENCH_DRAIN_MS 1000
 
 enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_DONE };
-/* CONN_IDLE: connect mode, between two requests' connections. */
-enum { CONN_DIALING, CONN_OPEN, CONN_DEAD, CONN_IDLE };
+/* CONN_IDLE: connect mode, between two requests' connections.
+ * CONN_HANDSHAKE: connected, the TLS handshake in progress (still dialing). */
+enum { CONN_DIALING, CONN_OPEN, CONN_DEAD, CONN_IDLE, CONN_HANDSHAKE };
 
 typedef struct {
     pthread_mutex_t lock;
@@ -97,8 +109,13 @@ typedef struct {
     uint64_t next_j;    /* open loop: requests queued so far */
     uint64_t ans_j;     /* open loop: requests answered so far */
     bench_parser parser;
-    uint64_t t_start; /* connect mode, closed loop: when the request's dial began */
-    tk_timer pause;   /* connect mode: the next request after a failed one */
+    uint64_t t_start;      /* connect mode, closed loop: when the request's dial began */
+    tk_timer pause;        /* connect mode: the next request after a failed one */
+    tk_tls *tls;           /* TLS: the session (NULL: plain TCP) */
+    size_t tls_offered;    /* TLS: length of a write that returned -EAGAIN, to offer again */
+    unsigned char tls_rww; /* TLS: a read waits for the socket to be writable */
+    unsigned char tls_wwr; /* TLS: a write waits for the socket to be readable */
+    tk_timer hs_timer;     /* TLS: the handshake's deadline */
 } bench_conn;
 
 struct bench_thread {
@@ -116,6 +133,9 @@ struct bench_thread {
     uint64_t file_bytes; /* file mode: data bytes of every connection, summed at the end */
     int last_error;
     int run_err;
+    uint64_t tls_failures;
+    char tls_version[16];
+    char tls_error[TK_BENCH_TLS_ERROR_MAX];
     tk_hdr hist;
     /* Open-loop schedule, used by this thread only. */
     tk_timer sched;
@@ -224,12 +244,27 @@ static uint64_t outstanding(const bench_conn *c)
     return open_loop(c->th->sh) ? c->next_j - c->ans_j : c->inflight;
 }
 
+/* Gives a lasting connection back to the pool. A TLS one is never reused
+ * (the pool keeps sockets, not sessions): it sends close_notify if it ended
+ * in step, then it is closed. */
+static void conn_put(bench_conn *c, int reuse)
+{
+    if (c->tls) {
+        if (reuse)
+            tk_tls_shutdown(c->tls);
+        tk_tls_free(c->tls);
+        c->tls = NULL;
+        reuse = 0;
+    }
+    tk_pool_put(c->th->sh->pool, c->io.fd, reuse);
+}
+
 static void conn_drop(bench_conn *c, int err)
 {
     bench_thread *th = c->th;
     settle(th->sh, outstanding(c));
     tk_io_stop(th->loop, &c->io);
-    tk_pool_put(th->sh->pool, c->io.fd, 0);
+    conn_put(c, 0);
     c->state = CONN_DEAD;
     /* A connection lost after the window closed is our own teardown racing
      * the server, not a server error. */
@@ -258,12 +293,53 @@ static void queue_requests(bench_conn *c, unsigned n, uint64_t now, int phase)
     c->out_pending += (size_t)n * c->th->sh->pat.req_len;
 }
 
+/* TLS: what the session waits for: readability always (replies), and
+ * writability while output waits on it or a read does. */
+static unsigned tls_interest(const bench_conn *c)
+{
+    if (c->tls_rww || (c->out_pending > 0 && !c->tls_wwr))
+        return TK_READ | TK_WRITE;
+    return TK_READ;
+}
+
+/* TLS: conn_flush through the session. After -EAGAIN the same bytes are
+ * offered again: out_pos stays where it was and out_pending only grows until
+ * they are taken, so the next write starts at the same pattern offset and is
+ * never shorter (drain_prepare keeps them too). */
+static int tls_flush(bench_conn *c, int measuring)
+{
+    const bench_pattern *pat = &c->th->sh->pat;
+
+    c->tls_wwr = 0;
+    while (c->out_pending > 0) {
+        size_t len = pat->len - c->out_pos;
+        if (len > c->out_pending)
+            len = c->out_pending;
+        ssize_t n = tk_tls_write(c->tls, pat->bytes + c->out_pos, len);
+        if (n == -EAGAIN) {
+            c->tls_offered = len;
+            c->tls_wwr = (tk_tls_want(c->tls) & TK_TLS_WANT_READ) != 0;
+            break;
+        }
+        if (n < 0)
+            return (int)n;
+        c->tls_offered = 0;
+        c->out_pending -= (size_t)n;
+        c->out_pos = (c->out_pos + (size_t)n) % pat->len;
+        if (measuring)
+            c->th->bytes_out += (uint64_t)n;
+    }
+    return tk_io_set(c->th->loop, &c->io, tls_interest(c));
+}
+
 /* Writes what the connection owes, usually in one send(); watches for
  * writability only while something is left. Returns 0 or a negative errno. */
 static int conn_flush(bench_conn *c, int measuring)
 {
     const bench_pattern *pat = &c->th->sh->pat;
 
+    if (c->tls)
+        return tls_flush(c, measuring);
     while (c->out_pending > 0) {
         size_t len = pat->len - c->out_pos;
         if (len > c->out_pending)
@@ -317,8 +393,11 @@ static void conn_answered_open(bench_conn *c, uint64_t lines, int phase)
 
 /* Matches `lines` reply lines with the oldest requests in flight and, while
  * the run lasts, sends as many new ones (closed loop; open loop records only).
- * Lines with no request to match (a banner, say) are ignored. */
-static int conn_answered(bench_conn *c, uint64_t lines, int phase)
+ * Lines with no request to match (a banner, say) are ignored. Inlined into
+ * each of its two callers, so the plain one stays what it was before TLS
+ * became the other. */
+static inline __attribute__((always_inline)) int conn_answered(bench_conn *c, uint64_t lines,
+                                                               int phase)
 {
     if (open_loop(c->th->sh)) {
         conn_answered_open(c, lines, phase);
@@ -355,6 +434,11 @@ static int conn_answered(bench_conn *c, uint64_t lines, int phase)
 
 static void on_dialed(tk_loop *loop, int fd, int err, void *arg);
 static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events);
+static void on_tls_io(tk_loop *loop, tk_io *io, unsigned events);
+static void tls_begin(bench_conn *c);
+static void tls_handshake_step(bench_conn *c);
+static void connect_open(bench_conn *c);
+static void conn_replies(bench_conn *c, uint64_t lines, int lost, int err, int phase);
 
 static int connect_mode(const bench_shared *sh)
 {
@@ -405,8 +489,13 @@ static void connect_end(bench_conn *c, int how, int err)
     bench_thread *th = c->th;
     int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
 
-    if (c->state == CONN_OPEN) {
+    if (c->state == CONN_OPEN || c->state == CONN_HANDSHAKE) {
         tk_io_stop(th->loop, &c->io);
+        if (c->tls) {
+            tk_tls_shutdown(c->tls); /* nothing once the handshake failed */
+            tk_tls_free(c->tls);
+            c->tls = NULL;
+        }
         close(c->io.fd);
     }
     c->state = CONN_IDLE;
@@ -460,12 +549,25 @@ static void connect_begin(bench_conn *c)
         c->dial = d;
 }
 
-/* Connect mode: the dial ended; sends the request line on success. */
-static void connect_dialed(bench_conn *c, int fd, int err)
+/* Connect mode: the connection is up (TLS: its handshake done); sends the
+ * request line. */
+static void connect_open(bench_conn *c)
 {
     bench_thread *th = c->th;
     int phase = atomic_load_explicit(&th->sh->phase, memory_order_relaxed);
 
+    c->state = CONN_OPEN;
+    th->connected++;
+    c->out_pending = th->sh->pat.req_len;
+    int werr = conn_flush(c, phase == PHASE_MEASURE);
+    if (werr < 0)
+        connect_end(c, END_LOST, werr);
+}
+
+/* Connect mode: the dial ended; a connected socket starts its handshake
+ * (TLS) or sends the request line. */
+static void connect_dialed(bench_conn *c, int fd, int err)
+{
     c->dial = NULL;
     if (fd < 0) {
         connect_end(c, END_DIAL_FAILED, err);
@@ -475,13 +577,13 @@ static void connect_dialed(bench_conn *c, int fd, int err)
     tk_sockopts_init(&o);
     o.nodelay = 1;
     (void)tk_sock_apply(fd, &o);
+    if (c->th->sh->cfg->tls) {
+        tk_io_init(&c->io, fd, on_tls_io);
+        tls_begin(c);
+        return;
+    }
     tk_io_init(&c->io, fd, on_conn_io);
-    c->state = CONN_OPEN;
-    th->connected++;
-    c->out_pending = th->sh->pat.req_len;
-    int werr = conn_flush(c, phase == PHASE_MEASURE);
-    if (werr < 0)
-        connect_end(c, END_LOST, werr);
+    connect_open(c);
 }
 
 /* A connection failed: in connect mode only its request, otherwise for good. */
@@ -490,6 +592,27 @@ static void conn_fail(bench_conn *c, int err)
     if (connect_mode(c->th->sh))
         connect_end(c, END_LOST, err);
     else
+        conn_drop(c, err);
+}
+
+/* After a TLS read: answers the replies counted, or ends a lost connection. */
+static void conn_replies(bench_conn *c, uint64_t lines, int lost, int err, int phase)
+{
+    if (connect_mode(c->th->sh)) {
+        if (lines > 0)
+            connect_end(c, END_REPLY, 0);
+        else if (lost)
+            connect_end(c, END_LOST, err);
+        return;
+    }
+    if (lines > 0) {
+        int werr = conn_answered(c, lines, phase);
+        if (werr < 0) {
+            lost = 1;
+            err = werr;
+        }
+    }
+    if (lost)
         conn_drop(c, err);
 }
 
@@ -536,6 +659,7 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
         err = n < 0 ? -errno : 0;
         break;
     }
+    /* What conn_replies() does, kept inline on the plain hot path. */
     if (connect_mode(th->sh)) {
         if (lines > 0)
             connect_end(c, END_REPLY, 0);
@@ -554,35 +678,169 @@ static void on_conn_io(tk_loop *loop, tk_io *io, unsigned events)
         conn_drop(c, err);
 }
 
+/* TLS: reads and counts replies into *lines; returns 1 when the connection
+ * is lost (*err set: 0 for EOF), else 0. Reading stops after a record that
+ * was not full (most likely drained; the level-triggered poller tells if
+ * not) or BENCH_TLS_READS_PER_WAKE records, but never while OpenSSL holds
+ * decrypted bytes, which raise no event: that is at most the rest of the
+ * record read last (no read-ahead), so one connection cannot keep the loop. */
+static int tls_read_replies(bench_conn *c, int phase, uint64_t *lines, int *err)
+{
+    bench_thread *th = c->th;
+    unsigned char *buf = tk_loop_scratch(th->loop);
+    size_t cap = tk_loop_scratch_size(th->loop);
+
+    c->tls_rww = 0;
+    for (int reads = 1;; reads++) {
+        ssize_t n = tk_tls_read(c->tls, buf, cap);
+        if (n == -EAGAIN) {
+            c->tls_rww = (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE) != 0;
+            return 0;
+        }
+        if (n <= 0) {
+            *err = (int)n;
+            return 1;
+        }
+        int perr = bench_parse(&c->parser, &th->sh->pat, th->sh->cfg->mode, buf, (size_t)n, lines);
+        if (perr < 0) {
+            *err = perr;
+            return 1;
+        }
+        if (phase == PHASE_MEASURE)
+            th->bytes_in += (uint64_t)n;
+        if (!tk_tls_pending(c->tls) && (n < BENCH_TLS_RECORD || reads >= BENCH_TLS_READS_PER_WAKE))
+            return 0;
+    }
+}
+
+/* on_conn_io for a TLS connection: the handshake first, then writes and
+ * reads, each also woken by the other direction when the session asks. */
+static void on_tls_io(tk_loop *loop, tk_io *io, unsigned events)
+{
+    bench_conn *c = (bench_conn *)((char *)io - offsetof(bench_conn, io));
+    int phase = atomic_load_explicit(&c->th->sh->phase, memory_order_relaxed);
+    int err = 0;
+
+    if (c->state == CONN_HANDSHAKE) {
+        tls_handshake_step(c);
+        return;
+    }
+    unsigned write_ready = c->tls_wwr ? TK_READ | TK_HUP : TK_WRITE;
+    if (c->out_pending > 0 && (events & write_ready) &&
+        (err = conn_flush(c, phase == PHASE_MEASURE)) < 0) {
+        conn_fail(c, err);
+        return;
+    }
+    unsigned read_ready = c->tls_rww ? TK_WRITE : TK_READ | TK_HUP;
+    uint64_t lines = 0;
+    int lost = (events & read_ready) ? tls_read_replies(c, phase, &lines, &err) : 0;
+    conn_replies(c, lines, lost, err, phase);
+    /* Still open (connect mode's next request dials anew, never at once):
+     * the interest may have changed with the read. */
+    if (c->state == CONN_OPEN && (err = tk_io_set(loop, io, tls_interest(c))) < 0)
+        conn_fail(c, err);
+}
+
 static void on_dialed(tk_loop *loop, int fd, int err, void *arg)
 {
     (void)loop;
     connect_dialed(arg, fd, err);
 }
 
-/* A lasting connection from the pool (fd >= 0) or the pool's error (err):
- * starts sending, or counts a failed connect. */
-static void conn_ready(bench_conn *c, int fd, int err)
+static void conn_dial_failed(bench_conn *c, int err);
+static void conn_established(bench_conn *c);
+
+/* TLS: the handshake ended, complete (err 0) or failed (why says how); the
+ * dial goes on from there as if the connect had just succeeded or failed. */
+static void tls_handshake_done(bench_conn *c, int err, const char *why)
 {
     bench_thread *th = c->th;
 
-    if (fd < 0) {
-        c->state = CONN_DEAD;
-        settle(th->sh, outstanding(c)); /* open loop queues while dialing */
-        th->last_error = err;
-        th->errors++;
-        th->connect_errors++;
-        note_dial_end(th->sh, 0);
+    tk_timer_stop(th->loop, &c->hs_timer);
+    if (err == 0) {
+        if (!th->tls_version[0])
+            snprintf(th->tls_version, sizeof(th->tls_version), "%s", tk_tls_version(c->tls));
+        if (connect_mode(th->sh))
+            connect_open(c);
+        else
+            conn_established(c);
         return;
     }
-    /* Without TCP_NODELAY a pipelined batch could wait for an ACK (Nagle)
-     * and the client would measure its own stack, not the server. */
-    tk_sockopts o;
-    tk_sockopts_init(&o);
-    o.nodelay = 1;
-    (void)tk_sock_apply(fd, &o);
+    /* Copied before the session that holds the reason is freed. */
+    th->tls_failures++;
+    if (!th->tls_error[0])
+        snprintf(th->tls_error, sizeof(th->tls_error), "%s", why);
+    if (connect_mode(th->sh))
+        connect_end(c, END_DIAL_FAILED, err);
+    else
+        conn_dial_failed(c, err);
+}
 
-    tk_io_init(&c->io, fd, on_conn_io);
+/* TLS: advances the handshake, or waits for what it needs. */
+static void tls_handshake_step(bench_conn *c)
+{
+    int r = tk_tls_handshake(c->tls);
+    if (r == -EAGAIN) {
+        unsigned ev = (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE) ? TK_WRITE : TK_READ;
+        if ((r = tk_io_set(c->th->loop, &c->io, ev)) == 0)
+            return;
+        tls_handshake_done(c, r, strerror(-r));
+        return;
+    }
+    tls_handshake_done(c, r, r < 0 ? tk_tls_error(c->tls) : NULL);
+}
+
+/* TLS: a connected socket starts its session; the dial lasts until the
+ * handshake ends, bounded by the context's handshake timeout. */
+static void tls_begin(bench_conn *c)
+{
+    bench_thread *th = c->th;
+    const tk_bench_config *cfg = th->sh->cfg;
+
+    c->state = CONN_HANDSHAKE;
+    c->tls_offered = 0;
+    c->tls_rww = c->tls_wwr = 0;
+    int err = tk_tls_new(cfg->tls, c->io.fd, cfg->tls_name, &c->tls);
+    if (err < 0) {
+        c->tls = NULL;
+        tls_handshake_done(c, err, strerror(-err));
+        return;
+    }
+    tk_loop_update_time(th->loop);
+    (void)tk_timer_start(th->loop, &c->hs_timer, tk_tls_ctx_handshake_timeout(cfg->tls));
+    tls_handshake_step(c);
+}
+
+static void on_hs_timeout(tk_loop *loop, tk_timer *t)
+{
+    (void)loop;
+    tls_handshake_done((bench_conn *)((char *)t - offsetof(bench_conn, hs_timer)), -ETIMEDOUT,
+                       "handshake timed out");
+}
+
+/* A lasting connection's dial failed (the pool's error, or its TLS
+ * handshake: the socket is then closed). */
+static void conn_dial_failed(bench_conn *c, int err)
+{
+    bench_thread *th = c->th;
+
+    if (c->state == CONN_HANDSHAKE) {
+        tk_io_stop(th->loop, &c->io);
+        conn_put(c, 0);
+    }
+    c->state = CONN_DEAD;
+    settle(th->sh, outstanding(c)); /* open loop queues while dialing */
+    th->last_error = err;
+    th->errors++;
+    th->connect_errors++;
+    note_dial_end(th->sh, 0);
+}
+
+/* A lasting connection is up (TLS: its handshake done): starts sending. */
+static void conn_established(bench_conn *c)
+{
+    bench_thread *th = c->th;
+
     c->state = CONN_OPEN;
     th->connected++;
     note_dial_end(th->sh, 1);
@@ -598,6 +856,30 @@ static void conn_ready(bench_conn *c, int fd, int err)
     int werr = conn_flush(c, phase == PHASE_MEASURE);
     if (werr < 0)
         conn_drop(c, werr);
+}
+
+/* A lasting connection from the pool (fd >= 0) or the pool's error (err):
+ * starts its handshake (TLS) or sending, or counts a failed connect. */
+static void conn_ready(bench_conn *c, int fd, int err)
+{
+    if (fd < 0) {
+        conn_dial_failed(c, err);
+        return;
+    }
+    /* Without TCP_NODELAY a pipelined batch could wait for an ACK (Nagle)
+     * and the client would measure its own stack, not the server. */
+    tk_sockopts o;
+    tk_sockopts_init(&o);
+    o.nodelay = 1;
+    (void)tk_sock_apply(fd, &o);
+
+    if (c->th->sh->cfg->tls) {
+        tk_io_init(&c->io, fd, on_tls_io);
+        tls_begin(c);
+        return;
+    }
+    tk_io_init(&c->io, fd, on_conn_io);
+    conn_established(c);
 }
 
 static void start_dials(bench_thread *th)
@@ -678,12 +960,15 @@ static void on_sched(tk_loop *loop, tk_timer *t)
 }
 
 /* The replies a connection still owes once nothing more is sent: requests
- * not yet begun are dropped, one partly written is finished. */
+ * not yet begun are dropped, one partly written is finished. With TLS the
+ * bytes of a write that returned -EAGAIN are already taken by the session:
+ * the requests they reach into are finished too. */
 static uint64_t drain_prepare(bench_conn *c)
 {
     size_t req_len = c->th->sh->pat.req_len;
     size_t done = c->out_pos % req_len;
-    size_t partial = done ? req_len - done : 0;
+    size_t taken = done + (c->tls ? c->tls_offered : 0);
+    size_t partial = (taken + req_len - 1) / req_len * req_len - done;
     uint64_t owed = outstanding(c);
 
     if (c->out_pending > partial) {
@@ -694,37 +979,65 @@ static uint64_t drain_prepare(bench_conn *c)
     return owed;
 }
 
+/* One send or read of the drain, plain or through TLS: bytes, 0 at EOF, or
+ * a negative errno (-EAGAIN and -EINTR: try again later). */
+static ssize_t drain_io(bench_conn *c, int sending, unsigned char *buf, size_t len)
+{
+    ssize_t n;
+    if (c->tls)
+        return sending ? tk_tls_write(c->tls, buf, len) : tk_tls_read(c->tls, buf, len);
+    n = sending ? send(c->io.fd, buf, len, MSG_NOSIGNAL) : read(c->io.fd, buf, len);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
 /* Sends what the connection still owes and reads what comes back; returns
  * 0 while it goes on, 1 once every reply is in, -1 on an error or a reply
- * the stream cannot hold. */
+ * the stream cannot hold. A TLS session may need either direction for
+ * either operation and may hold decrypted bytes no poll reports: it tries
+ * both on every pass, and reads until it holds nothing. */
 static int drain_step(bench_conn *c, uint64_t *owed, short revents, unsigned char *buf, size_t cap)
 {
     bench_thread *th = c->th;
     const bench_pattern *pat = &th->sh->pat;
 
-    if ((revents & POLLOUT) && c->out_pending > 0) {
+    /* A TLS write takes one record: several per pass, as one send() would. */
+    int writes = c->tls ? BENCH_TLS_READS_PER_WAKE : 1;
+    while ((c->tls || (revents & POLLOUT)) && c->out_pending > 0 && writes-- > 0) {
         size_t len = pat->len - c->out_pos;
         if (len > c->out_pending)
             len = c->out_pending;
-        ssize_t n = send(c->io.fd, pat->bytes + c->out_pos, len, MSG_NOSIGNAL);
-        if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+        ssize_t n = drain_io(c, 1, pat->bytes + c->out_pos, len);
+        if (n < 0 && n != -EINTR && n != -EAGAIN)
             return -1;
-        if (n > 0) {
-            c->out_pending -= (size_t)n;
-            c->out_pos = (c->out_pos + (size_t)n) % pat->len;
+        if (n <= 0) {
+            if (n == -EAGAIN && c->tls)
+                c->tls_offered = len;
+            break;
         }
+        c->tls_offered = 0;
+        c->out_pending -= (size_t)n;
+        c->out_pos = (c->out_pos + (size_t)n) % pat->len;
     }
-    if (revents & (POLLIN | POLLHUP | POLLERR)) {
-        ssize_t n = read(c->io.fd, buf, cap);
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
-            return -1;
-        uint64_t lines = 0;
-        if (n > 0 && bench_parse(&c->parser, pat, th->sh->cfg->mode, buf, (size_t)n, &lines) < 0)
-            return -1;
-        if (lines > *owed)
-            return -1; /* more replies than requests: out of step */
-        *owed -= lines;
-        th->received += lines;
+    if (c->tls || (revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n;
+        int reads = 0;
+        do {
+            n = drain_io(c, 0, buf, cap);
+            if (n == 0 || (n < 0 && n != -EINTR && n != -EAGAIN))
+                return -1;
+            uint64_t lines = 0;
+            if (n > 0 &&
+                bench_parse(&c->parser, pat, th->sh->cfg->mode, buf, (size_t)n, &lines) < 0)
+                return -1;
+            if (lines > *owed)
+                return -1; /* more replies than requests: out of step */
+            *owed -= lines;
+            th->received += lines;
+        } while (n > 0 && c->tls &&
+                 (tk_tls_pending(c->tls) ||
+                  (n == BENCH_TLS_RECORD && ++reads < BENCH_TLS_READS_PER_WAKE)));
     }
     if (*owed == 0 && c->out_pending == 0)
         return c->parser.skip == 0 && c->parser.head_len == 0 ? 1 : -1;
@@ -749,13 +1062,13 @@ static void release_conns(bench_thread *th)
             continue;
         tk_io_stop(th->loop, &c->io);
         if (!pfd || !owed) {
-            tk_pool_put(th->sh->pool, c->io.fd, 0);
+            conn_put(c, 0);
             c->state = CONN_DEAD;
             continue;
         }
         owed[i] = drain_prepare(c);
         if (drain_step(c, &owed[i], 0, buf, cap) == 1) {
-            tk_pool_put(th->sh->pool, c->io.fd, 1);
+            conn_put(c, 1);
             c->state = CONN_DEAD;
             continue;
         }
@@ -764,8 +1077,10 @@ static void release_conns(bench_thread *th)
     while (pfd && owed && left > 0) {
         for (unsigned i = 0; i < th->nconns; i++) {
             bench_conn *c = &th->conns[i];
+            /* A TLS read may wait for writability (the session says). */
+            int out = c->out_pending > 0 || (c->tls && (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE));
             pfd[i].fd = c->state == CONN_OPEN ? c->io.fd : -1;
-            pfd[i].events = (short)(POLLIN | (c->out_pending ? POLLOUT : 0));
+            pfd[i].events = (short)(POLLIN | (out ? POLLOUT : 0));
             pfd[i].revents = 0;
         }
         uint64_t now = tk_clock_us();
@@ -782,14 +1097,14 @@ static void release_conns(bench_thread *th)
             int r = drain_step(c, &owed[i], n > 0 ? pfd[i].revents : 0, buf, cap);
             if (r == 0 && !expired)
                 continue;
-            tk_pool_put(th->sh->pool, c->io.fd, r == 1);
+            conn_put(c, r == 1);
             c->state = CONN_DEAD;
             left--;
         }
     }
     for (unsigned i = 0; i < th->nconns; i++) {
         if (th->conns[i].state == CONN_OPEN) {
-            tk_pool_put(th->sh->pool, th->conns[i].io.fd, 0);
+            conn_put(&th->conns[i], 0);
             th->conns[i].state = CONN_DEAD;
         }
     }
@@ -818,8 +1133,10 @@ static void thread_free(bench_thread *th)
     for (unsigned i = 0; th->conns && i < th->nconns; i++) {
         bench_conn *c = &th->conns[i];
         th->file_bytes += c->parser.data_bytes;
-        if (th->loop)
+        if (th->loop) {
             tk_timer_stop(th->loop, &c->pause);
+            tk_timer_stop(th->loop, &c->hs_timer);
+        }
         if (c->state == CONN_DIALING && c->dial && connect_mode(th->sh)) {
             tk_dial_cancel(c->dial); /* a request in progress, not a failed dial */
         } else if (c->state == CONN_DIALING && c->dial) {
@@ -828,12 +1145,18 @@ static void thread_free(bench_thread *th)
             th->last_error = -ETIMEDOUT;
             th->errors++;
             th->connect_errors++;
-        } else if (c->state == CONN_OPEN) {
+        } else if (c->state == CONN_HANDSHAKE && !connect_mode(th->sh)) {
+            /* The run gave up on it before its handshake ended. */
+            conn_dial_failed(c, -ETIMEDOUT);
+        } else if (c->state == CONN_OPEN || c->state == CONN_HANDSHAKE) {
             tk_io_stop(th->loop, &c->io);
-            if (th->sh->pool)
-                tk_pool_put(th->sh->pool, c->io.fd, 0);
-            else
+            if (th->sh->pool) {
+                conn_put(c, 0);
+            } else {
+                tk_tls_free(c->tls);
+                c->tls = NULL;
                 close(c->io.fd);
+            }
         }
     }
     if (th->loop) {
@@ -862,6 +1185,7 @@ static int thread_init(bench_thread *th, bench_shared *sh, unsigned nconns)
         th->conns[i].state = CONN_DEAD;
         th->conns[i].sent_us = th->times + (size_t)i * depth;
         tk_timer_init(&th->conns[i].pause, on_pause);
+        tk_timer_init(&th->conns[i].hs_timer, on_hs_timeout);
     }
     return tk_loop_new(&th->loop);
 }
@@ -970,6 +1294,8 @@ static uint64_t conduct(bench_shared *sh, bench_thread *ths, unsigned n, size_t 
     const tk_bench_config *cfg = sh->cfg;
     uint32_t connect_ms =
         cfg->connect_timeout_ms ? cfg->connect_timeout_ms : BENCH_DEFAULT_CONNECT_MS;
+    if (cfg->tls)
+        connect_ms += tk_tls_ctx_handshake_timeout(cfg->tls);
     struct timespec deadline = deadline_after((uint64_t)connect_ms + BENCH_DIAL_SLACK_MS);
     wait_zero(sh, &sh->dialing, &deadline);
     if (alive_now(sh) == 0)
@@ -1004,6 +1330,11 @@ static void collect(bench_thread *ths, unsigned n, uint64_t window_us, tk_hdr *a
         tk_hdr_merge(all, &ths[i].hist);
         if (ths[i].last_error)
             out->last_error = ths[i].last_error;
+        out->tls_failures += ths[i].tls_failures;
+        if (!out->tls_version[0])
+            memcpy(out->tls_version, ths[i].tls_version, sizeof(out->tls_version));
+        if (!out->tls_error[0])
+            memcpy(out->tls_error, ths[i].tls_error, sizeof(out->tls_error));
     }
     out->elapsed_s = (double)window_us / 1e6;
     out->rps = window_us ? (double)out->requests / out->elapsed_s : 0.0;

@@ -8,7 +8,11 @@
  * line scan and a histogram update, and one thread keeps the clocks of send
  * and arrival the same. Closed loop: each sender has one message in flight
  * and sends the next when the server's response to it arrives. Open loop:
- * message k is due at t0 + k/rate, from sender k mod M. */
+ * message k is due at t0 + k/rate, from sender k mod M.
+ *
+ * With TLS each connection's handshake is part of its setup; a write that
+ * returned -EAGAIN stays at the front of the output buffer, offered again
+ * with whatever was appended since. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -38,6 +42,10 @@ typedef struct {
     char *out; /* bytes not yet written */
     size_t out_len;
     uint64_t delivered; /* receivers: chat events received */
+    tk_tls *tls;        /* TLS: the session (NULL: plain TCP) */
+    unsigned char hs;   /* TLS: the handshake is in progress */
+    unsigned char rww;  /* TLS: a read waits for the socket to be writable */
+    unsigned char wwr;  /* TLS: a write waits for the socket to be readable */
 } chat_conn;
 
 typedef struct {
@@ -55,6 +63,19 @@ typedef struct {
     unsigned alive_receivers;
 } chat_run;
 
+/* Closes a connection (close_notify first when clean and TLS). */
+static void chat_close(chat_run *cr, chat_conn *c, int clean)
+{
+    if (c->tls) {
+        if (clean)
+            tk_tls_shutdown(c->tls);
+        tk_tls_free(c->tls);
+        c->tls = NULL;
+    }
+    tk_pool_put(cr->pool, c->fd, 0);
+    c->fd = -1;
+}
+
 static void chat_fail(chat_run *cr, chat_conn *c, int err)
 {
     if (c->state == CHAT_DEAD)
@@ -62,8 +83,7 @@ static void chat_fail(chat_run *cr, chat_conn *c, int err)
     if (!c->sender && c->state == CHAT_READY)
         cr->alive_receivers--;
     c->state = CHAT_DEAD;
-    tk_pool_put(cr->pool, c->fd, 0);
-    c->fd = -1;
+    chat_close(cr, c, 0);
     cr->r->errors++;
     cr->r->last_error = err;
 }
@@ -78,9 +98,22 @@ static void chat_append(chat_run *cr, chat_conn *c, const char *s, size_t len)
 
 static void chat_flush(chat_run *cr, chat_conn *c)
 {
+    if (c->hs)
+        return; /* sent once the handshake is done */
+    c->wwr = 0;
     while (c->state != CHAT_DEAD && c->out_len > 0) {
-        ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
-        if (n < 0) {
+        ssize_t n;
+        if (c->tls) {
+            n = tk_tls_write(c->tls, c->out, c->out_len);
+            if (n == -EAGAIN) {
+                c->wwr = (tk_tls_want(c->tls) & TK_TLS_WANT_READ) != 0;
+                return;
+            }
+            if (n < 0) {
+                chat_fail(cr, c, (int)n);
+                return;
+            }
+        } else if ((n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL)) < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -162,15 +195,9 @@ static void chat_line(chat_run *cr, chat_conn *c, const char *line, size_t len, 
     }
 }
 
-static void chat_read(chat_run *cr, chat_conn *c, unsigned char *buf)
+/* The lines in buf[0..n), the partial one kept for the next read. */
+static void chat_lines(chat_run *cr, chat_conn *c, const unsigned char *buf, size_t n)
 {
-    ssize_t n = read(c->fd, buf, CHAT_READ_CAP);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
-        return;
-    if (n <= 0) {
-        chat_fail(cr, c, n < 0 ? -errno : 0);
-        return;
-    }
     uint64_t now = tk_clock_us();
     const unsigned char *p = buf, *end = buf + n;
     while (p < end && c->state != CHAT_DEAD) {
@@ -194,13 +221,74 @@ static void chat_read(chat_run *cr, chat_conn *c, unsigned char *buf)
     }
 }
 
+/* Reads what the server sent. Through TLS, until OpenSSL holds no
+ * decrypted bytes (those raise no poll event). */
+static void chat_read(chat_run *cr, chat_conn *c, unsigned char *buf)
+{
+    if (c->tls) {
+        c->rww = 0;
+        do {
+            ssize_t n = tk_tls_read(c->tls, buf, CHAT_READ_CAP);
+            if (n == -EAGAIN) {
+                c->rww = (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE) != 0;
+                return;
+            }
+            if (n <= 0) {
+                chat_fail(cr, c, (int)n);
+                return;
+            }
+            chat_lines(cr, c, buf, (size_t)n);
+        } while (c->state != CHAT_DEAD && tk_tls_pending(c->tls));
+        return;
+    }
+    ssize_t n = read(c->fd, buf, CHAT_READ_CAP);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (n <= 0) {
+        chat_fail(cr, c, n < 0 ? -errno : 0);
+        return;
+    }
+    chat_lines(cr, c, buf, (size_t)n);
+}
+
+/* TLS: a failed handshake is a failed connect, its reason kept once. */
+static void chat_tls_failed(chat_run *cr, chat_conn *c, int err, const char *why)
+{
+    cr->r->tls_failures++;
+    cr->r->connect_errors++;
+    if (!cr->r->tls_error[0])
+        snprintf(cr->r->tls_error, sizeof(cr->r->tls_error), "%s", why);
+    chat_fail(cr, c, err);
+}
+
+/* TLS: advances the handshake; once done the connection counts as
+ * connected and its REGISTER and JOIN go out. */
+static void chat_handshake(chat_run *cr, chat_conn *c)
+{
+    int r = tk_tls_handshake(c->tls);
+    if (r == -EAGAIN)
+        return;
+    if (r < 0) {
+        chat_tls_failed(cr, c, r, tk_tls_error(c->tls));
+        return;
+    }
+    c->hs = 0;
+    cr->r->connected++;
+    if (!cr->r->tls_version[0])
+        snprintf(cr->r->tls_version, sizeof(cr->r->tls_version), "%s", tk_tls_version(c->tls));
+    chat_flush(cr, c);
+}
+
 /* Polls every live connection for up to wait_ms and serves what is ready. */
 static int chat_poll(chat_run *cr, struct pollfd *pfd, unsigned char *buf, int wait_ms)
 {
     for (unsigned i = 0; i < cr->n; i++) {
         chat_conn *c = &cr->conns[i];
         pfd[i].fd = c->state == CHAT_DEAD ? -1 : c->fd;
-        pfd[i].events = (short)(POLLIN | (c->out_len ? POLLOUT : 0));
+        if (c->hs)
+            pfd[i].events = (tk_tls_want(c->tls) & TK_TLS_WANT_WRITE) ? POLLOUT : POLLIN;
+        else
+            pfd[i].events = (short)(POLLIN | (c->out_len || c->rww ? POLLOUT : 0));
         pfd[i].revents = 0;
     }
     int n = poll(pfd, cr->n, wait_ms);
@@ -208,11 +296,17 @@ static int chat_poll(chat_run *cr, struct pollfd *pfd, unsigned char *buf, int w
         return errno == EINTR ? 0 : -errno;
     for (unsigned i = 0; n > 0 && i < cr->n; i++) {
         chat_conn *c = &cr->conns[i];
-        if (c->state == CHAT_DEAD)
+        if (c->state == CHAT_DEAD || !pfd[i].revents)
             continue;
-        if (pfd[i].revents & POLLOUT)
+        if (c->hs) {
+            chat_handshake(cr, c);
+            continue;
+        }
+        /* TLS may need the other direction for either operation. */
+        short readable = POLLIN | POLLHUP | POLLERR;
+        if (pfd[i].revents & (c->wwr ? readable : POLLOUT))
             chat_flush(cr, c);
-        if (c->state != CHAT_DEAD && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (c->state != CHAT_DEAD && (pfd[i].revents & (c->rww ? POLLOUT : readable)))
             chat_read(cr, c, buf);
     }
     return 0;
@@ -231,6 +325,7 @@ static unsigned chat_setup(chat_run *cr, struct pollfd *pfd, unsigned char *buf)
 {
     const tk_bench_config *cfg = cr->cfg;
     uint32_t timeout = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : CHAT_DEFAULT_CONNECT_MS;
+    uint32_t hs_timeout = cfg->tls ? tk_tls_ctx_handshake_timeout(cfg->tls) : 0;
     char line[256];
 
     for (unsigned i = 0; i < cr->n; i++) {
@@ -245,15 +340,26 @@ static unsigned chat_setup(chat_run *cr, struct pollfd *pfd, unsigned char *buf)
             cr->r->last_error = err;
             continue;
         }
-        cr->r->connected++;
         int k = snprintf(line, sizeof(line),
                          "{\"type\":\"REGISTER\",\"id\":1,\"payload\":{\"name\":\"%s%c%u\"}}\n"
                          "{\"type\":\"JOIN\",\"id\":2,\"payload\":{\"room\":\"%s\"}}\n",
                          cr->room, c->sender ? 's' : 'r', i, cr->room);
         chat_append(cr, c, line, (size_t)k);
+        if (cfg->tls) {
+            int err = tk_tls_new(cfg->tls, c->fd, cfg->tls_name, &c->tls);
+            if (err < 0) {
+                c->tls = NULL;
+                chat_tls_failed(cr, c, err, strerror(-err));
+                continue;
+            }
+            c->hs = 1;
+            chat_handshake(cr, c);
+            continue;
+        }
+        cr->r->connected++;
         chat_flush(cr, c);
     }
-    uint64_t deadline = tk_clock_us() + (uint64_t)timeout * 1000;
+    uint64_t deadline = tk_clock_us() + ((uint64_t)timeout + hs_timeout) * 1000;
     for (;;) {
         unsigned pending = 0, ready = 0;
         for (unsigned i = 0; i < cr->n; i++) {
@@ -263,7 +369,11 @@ static unsigned chat_setup(chat_run *cr, struct pollfd *pfd, unsigned char *buf)
         uint64_t now = tk_clock_us();
         if (pending == 0 || now >= deadline) {
             for (unsigned i = 0; i < cr->n; i++) {
-                if (cr->conns[i].state == CHAT_SETUP)
+                if (cr->conns[i].state != CHAT_SETUP)
+                    continue;
+                if (cr->conns[i].hs)
+                    chat_tls_failed(cr, &cr->conns[i], -ETIMEDOUT, "handshake timed out");
+                else
                     chat_fail(cr, &cr->conns[i], -ETIMEDOUT);
             }
             return ready;
@@ -441,7 +551,7 @@ int bench_chat_run(const tk_bench_config *cfg, tk_bench_result *out)
     }
     for (unsigned i = 0; cr.conns && i < cr.n; i++) {
         if (cr.conns[i].fd >= 0)
-            tk_pool_put(pool, cr.conns[i].fd, 0);
+            chat_close(&cr, &cr.conns[i], 1);
         free(cr.conns[i].in);
         free(cr.conns[i].out);
     }

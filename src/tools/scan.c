@@ -1,10 +1,14 @@
 /* The connect-scan engine: one loop, a fixed table of probe slots, a work
  * cursor over hosts x ports plus a stack of probes to redo, a token bucket
  * for the connect rate, and a back-off when the machine itself runs out of
- * descriptors, ports or buffers. */
+ * descriptors, ports or buffers. With TLS an open port goes on to a
+ * handshake (SLOT_TLS) before its banner, which is then read through the
+ * session; whatever the handshake finds, the port stays open. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,7 +26,7 @@
  * scan and starve the progress timer and the probes still waiting. */
 #define LAUNCH_BATCH 1024u
 
-enum { SLOT_FREE, SLOT_CONNECTING, SLOT_BANNER };
+enum { SLOT_FREE, SLOT_CONNECTING, SLOT_TLS, SLOT_BANNER };
 
 /* How release_slot() ends a probe's socket. */
 enum { END_CLOSE, END_RESET, END_KEEP };
@@ -36,6 +40,8 @@ typedef struct {
     uint64_t idx; /* host * nports + port index */
     int phase;
     int family;
+    tk_tls *tls;    /* SLOT_TLS, and SLOT_BANNER after a handshake */
+    size_t tls_rec; /* its record in the result's tls array */
     size_t blen;
     unsigned char buf[TK_SCAN_BANNER_MAX];
 } probe;
@@ -65,6 +71,7 @@ struct scanner {
     uint64_t start_us;
     int spare4, spare6; /* refused sockets kept for the next probe, or -1 */
     size_t banner_cap;
+    size_t tls_cap;
     int err;
 };
 
@@ -81,6 +88,7 @@ void tk_scan_result_free(tk_scan_result *r)
 {
     free(r->states);
     free(r->banners);
+    free(r->tls);
     memset(r, 0, sizeof(*r));
 }
 
@@ -135,6 +143,10 @@ static void keep_spare(scanner *s, int fd, int family)
 
 static void release_slot(scanner *s, probe *p, int end)
 {
+    /* A session ends with the reset below: a close_notify would add a
+     * write and change nothing for a peer about to see the reset. */
+    tk_tls_free(p->tls);
+    p->tls = NULL;
     if (p->io.fd >= 0) {
         tk_io_stop(s->loop, &p->io);
         if (end == END_KEEP) {
@@ -243,6 +255,131 @@ static void banner_done(scanner *s, probe *p)
     conclude(s, idx, TK_SCAN_OPEN);
 }
 
+/* The probe is over and its port open. */
+static void open_done(scanner *s, probe *p)
+{
+    uint64_t idx = p->idx;
+    release_slot(s, p, END_RESET);
+    conclude(s, idx, TK_SCAN_OPEN);
+}
+
+/* TLS: the handshake, or the banner read after it, failed: why, and the
+ * port is still open. */
+static void tls_failed(scanner *s, probe *p, const char *why)
+{
+    snprintf(s->r->tls[p->tls_rec].error, TK_SCAN_TLS_ERROR_MAX, "%s", why);
+    open_done(s, p);
+}
+
+/* Waits for what the session asked for; 0 or a negative errno. */
+static int tls_wait(scanner *s, probe *p)
+{
+    return tk_io_set(s->loop, &p->io,
+                     (tk_tls_want(p->tls) & TK_TLS_WANT_WRITE) ? TK_WRITE : TK_READ);
+}
+
+/* TLS: reads the banner through the session until a newline, a full buffer,
+ * the end of the stream or an error. Decrypted bytes OpenSSL already holds
+ * raise no event, so it reads until told to wait. */
+static void tls_banner_read(scanner *s, probe *p)
+{
+    for (;;) {
+        ssize_t n = tk_tls_read(p->tls, p->buf + p->blen, sizeof(p->buf) - p->blen);
+        if (n == -EAGAIN && tls_wait(s, p) == 0)
+            return;
+        if (n > 0) {
+            p->blen += (size_t)n;
+            if (p->blen < sizeof(p->buf) && !memchr(p->buf, '\n', p->blen))
+                continue;
+        } else if (n < 0 && n != -EAGAIN) {
+            snprintf(s->r->tls[p->tls_rec].error, TK_SCAN_TLS_ERROR_MAX, "%s",
+                     tk_tls_error(p->tls));
+        }
+        banner_done(s, p);
+        return;
+    }
+}
+
+/* TLS: advances the handshake; once it is done, notes what it found and
+ * reads the banner, if asked, through the session. */
+static void tls_step(scanner *s, probe *p)
+{
+    int r = tk_tls_handshake(p->tls);
+    if (r == -EAGAIN) {
+        if ((r = tls_wait(s, p)) == 0)
+            return;
+        tls_failed(s, p, strerror(-r));
+        return;
+    }
+    if (r < 0) {
+        tls_failed(s, p, tk_tls_error(p->tls));
+        return;
+    }
+    tk_scan_tls *rec = &s->r->tls[p->tls_rec];
+    const char *verr = tk_tls_verify_error(p->tls);
+    snprintf(rec->version, sizeof(rec->version), "%s", tk_tls_version(p->tls));
+    snprintf(rec->cipher, sizeof(rec->cipher), "%s", tk_tls_cipher(p->tls));
+    snprintf(rec->verify_error, sizeof(rec->verify_error), "%s", verr ? verr : "");
+    rec->verified = tk_tls_ctx_verifies(s->c->tls) && !verr;
+    if (!s->c->banner) {
+        open_done(s, p);
+        return;
+    }
+    p->phase = SLOT_BANNER;
+    p->blen = 0;
+    tk_timer_start(s->loop, &p->timer, s->c->banner_timeout_ms);
+    tls_banner_read(s, p);
+}
+
+/* The name the port's certificate must carry: the configured one, the
+ * target's name, or its address. */
+static const char *tls_peer(const scanner *s, const probe *p, char *buf, size_t cap)
+{
+    const tk_scan_host *h = &s->c->hosts[p->idx / s->r->nports];
+    if (s->c->tls_name)
+        return s->c->tls_name;
+    if (h->name[0])
+        return h->name;
+    const void *a = h->addr.ss.ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)&h->addr.ss)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)&h->addr.ss)->sin_addr;
+    return inet_ntop(h->addr.ss.ss_family, a, buf, (socklen_t)cap);
+}
+
+/* TLS: an open port gets a record and a session, and its handshake starts,
+ * bounded by tls_timeout_ms (else the probe timeout). */
+static void tls_start(scanner *s, probe *p)
+{
+    if (s->r->ntls == s->tls_cap) {
+        size_t cap = s->tls_cap ? s->tls_cap * 2 : 16;
+        tk_scan_tls *t = realloc(s->r->tls, cap * sizeof(*t));
+        if (!t) {
+            fail(s, -ENOMEM);
+            open_done(s, p);
+            return;
+        }
+        s->r->tls = t;
+        s->tls_cap = cap;
+    }
+    p->tls_rec = s->r->ntls++;
+    tk_scan_tls *rec = &s->r->tls[p->tls_rec];
+    memset(rec, 0, sizeof(*rec));
+    rec->host = (size_t)(p->idx / s->r->nports);
+    rec->port = (size_t)(p->idx % s->r->nports);
+
+    char name[INET6_ADDRSTRLEN];
+    int err = tk_tls_new(s->c->tls, p->io.fd, tls_peer(s, p, name, sizeof(name)), &p->tls);
+    if (err < 0) {
+        p->tls = NULL;
+        tls_failed(s, p, strerror(-err));
+        return;
+    }
+    p->phase = SLOT_TLS;
+    tk_timer_start(s->loop, &p->timer,
+                   s->c->tls_timeout_ms ? s->c->tls_timeout_ms : s->c->timeout_ms);
+    tls_step(s, p);
+}
+
 /* The connect succeeded: a port is open unless the socket connected to
  * itself (a loopback port inside the ephemeral range with nothing listening
  * can be picked as its own source port: TCP simultaneous open). */
@@ -253,6 +390,10 @@ static void connected(scanner *s, probe *p)
     if (self_connected(p->io.fd)) {
         release_slot(s, p, END_RESET);
         conclude(s, idx, TK_SCAN_CLOSED);
+        return;
+    }
+    if (s->c->tls) {
+        tls_start(s, p);
         return;
     }
     if (!s->c->banner || tk_io_set(s->loop, &p->io, TK_READ) < 0) {
@@ -294,6 +435,14 @@ static void on_io(tk_loop *loop, tk_io *io, unsigned events)
             connect_failed(s, p, -err, 0);
         return;
     }
+    if (p->phase == SLOT_TLS) {
+        tls_step(s, p);
+        return;
+    }
+    if (p->tls) {
+        tls_banner_read(s, p);
+        return;
+    }
     ssize_t n = recv(io->fd, p->buf + p->blen, sizeof(p->buf) - p->blen, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -312,6 +461,10 @@ static void on_timeout(tk_loop *loop, tk_timer *t)
     scanner *s = p->s;
     if (p->phase == SLOT_BANNER) {
         banner_done(s, p);
+        return;
+    }
+    if (p->phase == SLOT_TLS) {
+        tls_failed(s, p, "handshake timed out");
         return;
     }
     uint64_t idx = p->idx;
