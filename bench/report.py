@@ -6,8 +6,9 @@ Usage: bench/report.py OUTDIR REPORT.md
 Reads OUTDIR/results.json (the settings of the run), OUTDIR/tables.txt (the
 tables run.sh printed: medians, spreads and ratios against each peer) and
 any OUTDIR/*.svg plots (copied next to the report, under benchmarks/). Adds
-the machine and the versions of the peers, so a figure can be read with the
-hardware and software that produced it. Standard library only.
+the machine and the versions of the peers (and of OpenSSL and curl, which the
+TLS downloads use), so a figure can be read with the hardware and software
+that produced it. Standard library only.
 """
 
 import datetime
@@ -83,7 +84,16 @@ def main():
         ("iperf3", ["iperf3", "--version"]),
         ("Go", ["go", "version"]),
         ("nmap", ["nmap", "--version"]),
+        ("OpenSSL", ["openssl", "version"]),
+        ("curl", ["curl", "--version"]),
     ]
+    # Kernel TLS decides how the TLS downloads are encrypted: by the kernel
+    # (files sent with sendfile()) or by OpenSSL in the server.
+    ktls = {
+        "yes": "yes (the `tls` module is there)",
+        "no": "no (no `tls` module: TLS records are encrypted in user space)",
+        "unknown": "unknown",
+    }.get(results.get("files", {}).get("tls", {}).get("kernel_tls", ""))
 
     plots = sorted(p for p in os.listdir(out) if p.endswith(".svg"))
     plot_dir = os.path.join(os.path.dirname(report), "benchmarks")
@@ -106,8 +116,12 @@ def main():
         f"- memory: {mem_gib():.1f} GiB",
         f"- system: {os_name()}, Linux {platform.release()}",
     ]
+    if ktls:
+        lines.append(f"- kernel TLS: {ktls}")
     for name, cmd in peers:
         v = first_line(cmd)
+        if v and name == "curl":
+            v = " ".join(v.split()[:5])  # up to its TLS library, not every one it links
         if v:
             lines.append(f"- {name}: {v}")
     lines += [

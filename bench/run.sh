@@ -7,7 +7,8 @@
 #         Redis pub/sub and the channel-hub Go chat server the tutorials teach.
 #   files: downloads of a 1 GiB file and of four 256 MiB files from tcpkit's
 #         file-server (protocols 1 and 2) against nginx, with iperf3 as the
-#         ceiling of one TCP stream over loopback.
+#         ceiling of one TCP stream over loopback; the 1 GiB file also over
+#         TLS from both (a test certificate made by scripts/certs.sh).
 #   balance: tcpkit's balance against HAProxy and nginx's stream module in
 #         front of the same echo and iperf3 backends (bench/balance.sh).
 #   scan: full-range connect scans of 127.0.0.1 in a fresh network namespace
@@ -130,6 +131,14 @@ start_server() {
     files-sf)
         cmd=("$TCPKIT" file-server --root "$FILES_DIR" --listen 127.0.0.1:0
             --threads "$FILES_THREADS" --sendfile on --log-level warn)
+        ;;
+    # The same over TLS, with the test certificate (--sendfile auto: the file
+    # goes through kernel TLS with sendfile() when the kernel has it, else
+    # it is read and encrypted by OpenSSL in the server).
+    files-tls)
+        cmd=("$TCPKIT" file-server --root "$FILES_DIR" --listen 127.0.0.1:0
+            --threads "$FILES_THREADS" --tls-cert "$FILES_CERTS/server.pem"
+            --tls-key "$FILES_CERTS/server.key" --log-level warn)
         ;;
     # One test, then it exits; --forceflush, or its "Server listening on
     # PORT" line sits in a buffer.
@@ -341,6 +350,13 @@ FILES_PARTS="part1.bin part2.bin part3.bin part4.bin"
 FILES_PART_BYTES=$((1 << 28))
 FILES_LIMIT=120 # seconds one download may take
 FILES_TCPKIT=0  # 1 once build/tcpkit has file-server and get
+# The TLS downloads: a fresh test CA and server certificate (SAN localhost
+# and 127.0.0.1) from scripts/certs.sh, made at the start of the section.
+FILES_CERTS=$OUT/certs
+FILES_TLS=0      # 1 once the certificates are there
+FILES_KTLS=""    # whether the kernel has kernel TLS: yes, no or unknown
+NGINX_KTLS=off   # on when nginx took "ssl_conf_command Options KTLS"
+declare -A TLS_SEEN # contender -> "version cipher" the server negotiated
 NGINX=""
 GET=() # set by tcpkit_get
 
@@ -384,15 +400,14 @@ files_got() {
 }
 
 # nginx cannot report the port it bound either: like redis it gets one that
-# was free a moment ago, and is ready once it serves the big file.
-start_nginx() {
-    local port attempt t0 conf=$OUT/nginx/nginx.conf user=""
-    mkdir -p "$OUT/nginx"
+# was free a moment ago, and is ready once it serves the big file. With the
+# test certificate it listens on a second port with TLS as well, ready once
+# that serves the file too (curl checks the certificate's IP address).
+nginx_conf() {
+    local port=$1 tls_port=$2 ktls=$3 user=""
     # As root the workers would switch to nobody, who may not reach the files.
     [ "$(id -u)" != 0 ] || user="user $(id -un) $(id -gn);"
-    for attempt in 1 2 3; do
-        port=$("$OUT/fanout" --free-port)
-        cat >"$conf" <<EOF
+    cat <<EOF
 $user
 worker_processes $FILES_THREADS;
 daemon off;
@@ -413,20 +428,64 @@ http {
         listen 127.0.0.1:$port;
         root "$FILES_DIR";
     }
-}
 EOF
+    if [ -n "$tls_port" ]; then
+        # OpenSSL's default ciphers; kernel TLS (and so sendfile over TLS)
+        # only if asked for, and only where the kernel has it.
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$tls_port ssl;
+        root "$FILES_DIR";
+        ssl_certificate "$FILES_CERTS/server.pem";
+        ssl_certificate_key "$FILES_CERTS/server.key";
+        ssl_protocols TLSv1.2 TLSv1.3;
+EOF
+        [ "$ktls" != on ] || echo '        ssl_conf_command Options KTLS;'
+        echo '    }'
+    fi
+    echo '}'
+}
+
+# Whether a URL serves the big file; https URLs are checked against the test CA.
+nginx_serves() {
+    curl -sfI --max-time 2 --cacert "$FILES_CERTS/ca.pem" -o /dev/null "$1"
+}
+
+start_nginx() {
+    local port tls_port="" attempt t0 conf=$OUT/nginx/nginx.conf
+    mkdir -p "$OUT/nginx"
+    if [ "$FILES_TLS" = 1 ]; then
+        # Kernel TLS for nginx if this build takes the directive (nginx has
+        # ssl_conf_command since 1.19.4 and uses kTLS since 1.21.4).
+        nginx_conf 1 2 on >"$conf"
+        if "$NGINX" -t -q -p "$OUT/nginx/" -c "$conf" -e stderr >>"$OUT/nginx.log" 2>&1; then
+            NGINX_KTLS=on
+        else
+            NGINX_KTLS=off
+            log "bench: this nginx does not take 'ssl_conf_command Options KTLS'; left out"
+        fi
+    fi
+    for attempt in 1 2 3; do
+        port=$("$OUT/fanout" --free-port)
+        if [ "$FILES_TLS" = 1 ]; then
+            tls_port=$("$OUT/fanout" --free-port)
+            [ "$tls_port" != "$port" ] || continue
+        fi
+        nginx_conf "$port" "$tls_port" "$NGINX_KTLS" >"$conf"
         "$NGINX" -p "$OUT/nginx/" -c "$conf" -e stderr >>"$OUT/nginx.log" 2>&1 &
         PID[nginx]=$!
         t0=$SECONDS
         while [ $((SECONDS - t0)) -lt "$READY_TIMEOUT" ] && kill -0 "${PID[nginx]}" 2>/dev/null; do
-            if curl -sfI --max-time 2 -o /dev/null "http://127.0.0.1:$port/$FILES_BIG"; then
+            if nginx_serves "http://127.0.0.1:$port/$FILES_BIG" &&
+                { [ -z "$tls_port" ] || nginx_serves "https://127.0.0.1:$tls_port/$FILES_BIG"; }; then
                 PORT[nginx]=$port
+                [ -z "$tls_port" ] || PORT[nginx-tls]=$tls_port
                 return 0
             fi
             sleep 0.1
         done
         stop_server nginx
-        log "bench: nginx did not serve on port $port (attempt $attempt, see bench/out/nginx.log)"
+        log "bench: nginx did not serve on port $port${tls_port:+ and $tls_port} (attempt $attempt, see bench/out/nginx.log)"
     done
     return 1
 }
@@ -454,13 +513,18 @@ tmpfs_prime() {
 }
 
 # tcpkit get's command line for a contender and a scenario; one file goes
-# to stdout, several into DIR.
+# to stdout, several into DIR. Over TLS it verifies the server's certificate
+# against the test CA (its IP address entry, as curl does with nginx).
 tcpkit_get() {
     local label=$1 scenario=$2 dir=$3
     local port=${PORT[files]}
     GET=("$TCPKIT" get)
     [[ $label == tcpkit-v2* ]] || GET+=(--protocol 1)
     [[ $label != *-sf ]] || port=${PORT[files-sf]}
+    if [[ $label == *-tls ]]; then
+        port=${PORT[files-tls]}
+        GET+=(--tls-ca "$FILES_CERTS/ca.pem")
+    fi
     if [ "$scenario" = 1G ]; then
         GET+=("127.0.0.1:$port" "$FILES_BIG" -o - --quiet)
     else
@@ -473,7 +537,9 @@ tcpkit_get() {
 # once, into tmpfs and compared byte for byte with the original.
 files_check() {
     local run label scenario dir=$FILES_TMP/check rc f
-    for run in tcpkit-v1:1G tcpkit-v2:1G tcpkit-v2:4x256M tcpkit-v1-sf:1G tcpkit-v2-sf:1G; do
+    local runs="tcpkit-v1:1G tcpkit-v2:1G tcpkit-v2:4x256M tcpkit-v1-sf:1G tcpkit-v2-sf:1G"
+    [ -z "${PORT[files-tls]:-}" ] || runs+=" tcpkit-v1-tls:1G tcpkit-v2-tls:1G"
+    for run in $runs; do
         label=${run%%:*}
         scenario=${run#*:}
         mkdir -p "$dir"
@@ -550,28 +616,34 @@ except Exception:
         # is what counts.
         [ "$got" -lt "$bytes" ] || got=$bytes
         ;;
-    nginx)
+    nginx | nginx-tls)
         # One curl for all the files: it keeps the connection and fetches
-        # them one after another; -w writes a line per file.
+        # them one after another; -w writes a line per file. Over TLS it
+        # verifies nginx's certificate against the test CA.
         cmd=(curl -sf -w '%{http_code} %{num_connects} %{size_download}\n')
+        local url=http://127.0.0.1:${PORT[nginx]}
+        if [ "$label" = nginx-tls ]; then
+            cmd+=(--cacert "$FILES_CERTS/ca.pem")
+            url=https://127.0.0.1:${PORT[nginx-tls]}
+        fi
         for f in "${names[@]}"; do
             if [ "$sink" = null ]; then
                 cmd+=(-o /dev/null)
             else
                 cmd+=(-o "$dir/$f")
             fi
-            cmd+=("http://127.0.0.1:${PORT[nginx]}/$f")
+            cmd+=("$url/$f")
         done
         secs=$(timed "$report" "${cmd[@]}") || rc=$?
         conns=$(awk '{ n += $2 } END { print n + 0 }' "$report")
-        [ "$conns" = 1 ] || log "bench: files $scenario from nginx took $conns connections"
+        [ "$conns" = 1 ] || log "bench: files $scenario from $label took $conns connections"
         if [ "$sink" = null ]; then
             got=$(awk '{ n += $3 } END { printf "%d", n }' "$report")
         else
             got=$(files_got "$dir" "${names[@]}")
         fi
         ;;
-    tcpkit-v1 | tcpkit-v2 | tcpkit-v1-sf | tcpkit-v2-sf)
+    tcpkit-v1 | tcpkit-v2 | tcpkit-v1-sf | tcpkit-v2-sf | tcpkit-v1-tls | tcpkit-v2-tls)
         tcpkit_get "$label" "$scenario" "$dir"
         secs=$(timed /dev/null "${GET[@]}") || rc=$?
         if [ "$sink" = null ]; then
@@ -596,6 +668,39 @@ except Exception:
     fi
     printf '{"scenario":"%s","server":"%s","round":%d,"exit":%d,"sink":"%s","bytes":%d,"received":%d,"seconds":%s,"gbps":%s}\n' \
         "$scenario" "$label" "$round" "$rc" "$sink" "$bytes" "${received:-$got}" "$secs" "$gbps" >>"$FILES"
+}
+
+# Whether this kernel has kernel TLS, asked the way tcpkit's servers ask: a
+# TCP socket set to the "tls" upper-layer protocol (TCP_ULP) fails with
+# ENOENT when the kernel has no tls module, with ENOTCONN when it has one.
+# Prints yes, no or unknown.
+KTLS_PY='
+import errno, socket
+s = socket.socket()
+try:
+    s.setsockopt(socket.IPPROTO_TCP, 31, b"tls")  # 31: TCP_ULP
+    print("yes")
+except OSError as e:
+    print({errno.ENOTCONN: "yes", errno.ENOENT: "no"}.get(e.errno, "unknown"))
+'
+
+# tls_probe LABEL PORT: the protocol version and cipher suite the TLS server
+# on PORT negotiates with `openssl s_client`, which offers OpenSSL's defaults
+# as tcpkit get and curl do, into TLS_SEEN[LABEL] and the log.
+tls_probe() {
+    local label=$1 port=$2 out version cipher
+    out=$(timeout 10 openssl s_client -brief -connect "127.0.0.1:$port" \
+        -CAfile "$FILES_CERTS/ca.pem" -verify_ip 127.0.0.1 -verify_return_error \
+        </dev/null 2>&1) || true
+    version=$(sed -n 's/^Protocol version: *//p' <<<"$out")
+    cipher=$(sed -n 's/^Ciphersuite: *//p' <<<"$out")
+    if [ -z "$version" ] || [ -z "$cipher" ]; then
+        log "bench: files: openssl s_client could not complete a handshake with $label"
+        TLS_SEEN[$label]="?"
+        return
+    fi
+    TLS_SEEN[$label]="$version $cipher"
+    log "bench: files: $label negotiates $version $cipher"
 }
 
 if section files; then
@@ -627,25 +732,47 @@ if section files; then
         for f in "$FILES_BIG" $FILES_PARTS; do
             cat "$FILES_DIR/$f" >/dev/null
         done
+        # A fresh test CA and server certificate for the TLS downloads, every
+        # run (bench/out/ is not committed).
+        if scripts/certs.sh "$FILES_CERTS"; then
+            FILES_TLS=1
+        else
+            log "bench: files: scripts/certs.sh failed (openssl missing?); no TLS downloads"
+            FAILED=1
+        fi
+        FILES_KTLS=$(python3 -c "$KTLS_PY" || echo unknown)
+        log "bench: files: kernel TLS: $FILES_KTLS"
         # The downloads of each scenario, contender:scenario; iperf3 sends
-        # 1 GiB from memory.
+        # 1 GiB from memory. A TLS download runs right after the same one
+        # in plaintext, so the two are close in time.
         one=""
         many=""
         if start_nginx; then
             one+=" nginx:1G"
+            [ -z "${PORT[nginx-tls]:-}" ] || one+=" nginx-tls:1G"
             many+=" nginx:4x256M"
         else
             FAILED=1
         fi
         if [ "$FILES_TCPKIT" = 1 ]; then
             if start_server files && start_server files-sf; then
-                one+=" tcpkit-v1:1G tcpkit-v2:1G tcpkit-v1-sf:1G tcpkit-v2-sf:1G"
+                if [ "$FILES_TLS" = 1 ]; then
+                    start_server files-tls || FAILED=1
+                fi
+                if [ -n "${PORT[files-tls]:-}" ]; then
+                    one+=" tcpkit-v1:1G tcpkit-v1-tls:1G tcpkit-v2:1G tcpkit-v2-tls:1G"
+                else
+                    one+=" tcpkit-v1:1G tcpkit-v2:1G"
+                fi
+                one+=" tcpkit-v1-sf:1G tcpkit-v2-sf:1G"
                 many+=" tcpkit-v2:4x256M"
                 files_check
             else
                 FAILED=1
             fi
         fi
+        [ -z "${PORT[files-tls]:-}" ] || tls_probe tcpkit "${PORT[files-tls]}"
+        [ -z "${PORT[nginx-tls]:-}" ] || tls_probe nginx "${PORT[nginx-tls]}"
         log "bench: files: $ROUNDS rounds, $FILES_THREADS server threads, downloads into $FILES_TMP"
         # Every round runs every download back to back, so a ratio within a
         # round is not skewed by the machine slowing down between rounds; the
@@ -664,6 +791,7 @@ if section files; then
         stop_server nginx
         stop_server files
         stop_server files-sf
+        stop_server files-tls
     fi
 fi
 
@@ -688,9 +816,11 @@ fi
     printf '],\n"chat":{"senders":%d,"payload":%d,"window":%d,"warmup":%s,"runs":[\n' \
         "$CHAT_SENDERS" "$CHAT_PAYLOAD" "$CHAT_WINDOW" "$CHAT_WARMUP"
     sed '$!s/$/,/' "$CHAT"
-    printf ']},\n"files":{"file_bytes":%d,"part_bytes":%d,"server_threads":%d,"tcpkit":%s,"runs":[\n' \
+    printf ']},\n"files":{"file_bytes":%d,"part_bytes":%d,"server_threads":%d,"tcpkit":%s,\n' \
         "$FILES_BIG_BYTES" "$FILES_PART_BYTES" "$FILES_THREADS" \
         "$([ "$FILES_TCPKIT" = 1 ] && echo true || echo false)"
+    printf '"tls":{"kernel_tls":"%s","nginx_ktls_option":"%s","tcpkit":"%s","nginx":"%s"},"runs":[\n' \
+        "${FILES_KTLS:-}" "$NGINX_KTLS" "${TLS_SEEN[tcpkit]:-}" "${TLS_SEEN[nginx]:-}"
     sed '$!s/$/,/' "$FILES"
     printf ']},\n"balance":{"runs":[\n'
     sed '$!s/$/,/' "$BALANCE"
@@ -812,7 +942,8 @@ END {
 fi
 # Files: one row per scenario and contender, the median Gbit/s over the
 # rounds and their spread, failed runs, and the medians of the per-round
-# ratios to iperf3's single stream and to nginx in the same scenario.
+# ratios to iperf3's single stream and to nginx in the same scenario (a TLS
+# row to nginx over TLS), and of a TLS row to the same download in plaintext.
 if [ -s "$FILES" ]; then
     echo
     awk "$TABLE_AWK"'
@@ -837,8 +968,8 @@ function vs(scenario, other,   a, r, nr, o) {
     return nr > 0 ? sprintf("%.2f", median(r, nr)) : "-"
 }
 END {
-    printf "%-8s %-12s %-9s %7s %7s %6s %9s %8s\n", "scenario", "server", "into", "Gbit/s",
-           "spread", "errors", "vs iperf3", "vs nginx"
+    printf "%-8s %-13s %-9s %7s %7s %6s %9s %8s %8s\n", "scenario", "server", "into", "Gbit/s",
+           "spread", "errors", "vs iperf3", "vs nginx", "vs plain"
     for (j = 1; j <= nk; j++) {
         k = keys[j]
         split("", v)
@@ -852,11 +983,23 @@ END {
         name = str("scenario")
         server = str("server")
         into = server ~ /^iperf3/ ? "memory" : str("sink") == "null" ? "/dev/null" : "tmpfs"
-        printf "%-8s %-12s %-9s %7.2f %6.0f%% %6d %9s %8s\n", name, server, into, m, spread,
-               errs[k], vs("1G", "iperf3"), server ~ /^iperf3/ ? "-" : vs("", "nginx")
+        tls = server ~ /-tls$/
+        printf "%-8s %-13s %-9s %7.2f %6.0f%% %6d %9s %8s %8s\n", name, server, into, m, spread,
+               errs[k], vs("1G", "iperf3"),
+               server ~ /^iperf3/ ? "-" : vs("", tls ? "nginx-tls" : "nginx"),
+               tls ? vs("", substr(server, 1, length(server) - 4)) : "-"
     }
 }' "$FILES"
     [ "$FILES_TCPKIT" = 1 ] || echo "tcpkit: not built yet"
+    if [ -n "${TLS_SEEN[tcpkit]:-}${TLS_SEEN[nginx]:-}" ]; then
+        echo "tls: tcpkit ${TLS_SEEN[tcpkit]:--}, nginx ${TLS_SEEN[nginx]:--} (openssl s_client)"
+        case $FILES_KTLS in
+        yes) ktls="yes: the file can go out with sendfile() and be encrypted by the kernel" ;;
+        no) ktls="no: both servers encrypt in user space" ;;
+        *) ktls=unknown ;;
+        esac
+        echo "kernel TLS: $ktls (nginx: ssl_conf_command Options KTLS $NGINX_KTLS)"
+    fi
 fi
 # Balance: its tables as bench/balance.sh printed them (each starts with an
 # empty line).
