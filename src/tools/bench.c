@@ -564,6 +564,24 @@ static void connect_open(bench_conn *c)
         connect_end(c, END_LOST, werr);
 }
 
+/* A connected socket joins c: TCP_NODELAY on (without it a pipelined batch
+ * could wait for an ACK and the client would measure its own stack), then
+ * over TLS the handshake starts and 0 is returned; plain, 1: go on. */
+static int conn_take_socket(bench_conn *c, int fd)
+{
+    tk_sockopts o;
+    tk_sockopts_init(&o);
+    o.nodelay = 1;
+    (void)tk_sock_apply(fd, &o);
+    if (c->th->sh->cfg->tls) {
+        tk_io_init(&c->io, fd, on_tls_io);
+        tls_begin(c);
+        return 0;
+    }
+    tk_io_init(&c->io, fd, on_conn_io);
+    return 1;
+}
+
 /* Connect mode: the dial ended; a connected socket starts its handshake
  * (TLS) or sends the request line. */
 static void connect_dialed(bench_conn *c, int fd, int err)
@@ -573,17 +591,8 @@ static void connect_dialed(bench_conn *c, int fd, int err)
         connect_end(c, END_DIAL_FAILED, err);
         return;
     }
-    tk_sockopts o;
-    tk_sockopts_init(&o);
-    o.nodelay = 1;
-    (void)tk_sock_apply(fd, &o);
-    if (c->th->sh->cfg->tls) {
-        tk_io_init(&c->io, fd, on_tls_io);
-        tls_begin(c);
-        return;
-    }
-    tk_io_init(&c->io, fd, on_conn_io);
-    connect_open(c);
+    if (conn_take_socket(c, fd))
+        connect_open(c);
 }
 
 /* A connection failed: in connect mode only its request, otherwise for good. */
@@ -866,20 +875,8 @@ static void conn_ready(bench_conn *c, int fd, int err)
         conn_dial_failed(c, err);
         return;
     }
-    /* Without TCP_NODELAY a pipelined batch could wait for an ACK (Nagle)
-     * and the client would measure its own stack, not the server. */
-    tk_sockopts o;
-    tk_sockopts_init(&o);
-    o.nodelay = 1;
-    (void)tk_sock_apply(fd, &o);
-
-    if (c->th->sh->cfg->tls) {
-        tk_io_init(&c->io, fd, on_tls_io);
-        tls_begin(c);
-        return;
-    }
-    tk_io_init(&c->io, fd, on_conn_io);
-    conn_established(c);
+    if (conn_take_socket(c, fd))
+        conn_established(c);
 }
 
 static void start_dials(bench_thread *th)

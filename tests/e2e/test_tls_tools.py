@@ -7,10 +7,10 @@ server makes it fail with the TLS reason. scan --tls runs only inside a
 network namespace made for the test (`unshare -rn`, as in test_scan.py),
 against servers started there: the host's loopback is never port-scanned.
 
-The certificates come from a session fixture that runs `openssl req` and
-`openssl x509` in a temporary directory: a CA, a server certificate it
-signs (SAN DNS:localhost, IP:127.0.0.1) and a self-signed one with the same
-names that nobody trusts. No sleeps, no timing assertions."""
+The certificates are the shared throwaway test PKI (scripts/certs.sh, the
+tls_certs fixture): the CA, a server certificate it signs (SAN
+DNS:localhost, IP:127.0.0.1) and one with the same names from a CA nobody
+trusts. No sleeps, no timing assertions."""
 
 import json
 import os
@@ -27,33 +27,18 @@ import pytest
 
 from conftest import assert_no_sanitizer_reports, fmt_addr, require_binary, run_tcpkit, server_env
 
-OPENSSL_CNF = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = tcpkit tools test
-[ca_ext]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-"""
-
-
 class Certs:
-    def __init__(self, d):
-        self.dir = str(d)
-        self.ca = os.path.join(self.dir, "ca.pem")
-        self.server = os.path.join(self.dir, "server.pem")
-        self.server_key = os.path.join(self.dir, "server.key")
-        self.rogue = os.path.join(self.dir, "rogue.pem")
-        self.rogue_key = os.path.join(self.dir, "rogue.key")
+    """The shared test PKI (scripts/certs.sh, the tls_certs fixture) as these
+    tests use it: the CA, the server pair, and a "rogue" pair with the right
+    names from a CA nobody trusts."""
+
+    def __init__(self, pki):
+        self.dir = pki.dir
+        self.ca = pki.ca
+        self.server = pki.server
+        self.server_key = pki.server_key
+        self.rogue = pki.untrusted
+        self.rogue_key = pki.untrusted_key
 
     def server_args(self, rogue=False):
         if rogue:
@@ -65,32 +50,8 @@ class Certs:
 
 
 @pytest.fixture(scope="session")
-def tool_certs(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("tls-tools-certs")
-    cnf = d / "openssl.cnf"
-    cnf.write_text(OPENSSL_CNF)
-    env = dict(os.environ, OPENSSL_CONF=str(cnf))
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-
-    def openssl(*args):
-        cp = subprocess.run(["openssl"] + [str(a) for a in args], cwd=d, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=60)
-        assert cp.returncode == 0, f"openssl {args}: {cp.stderr.decode()}"
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=tcpkit tools test CA", "-config", cnf, "-extensions", "ca_ext")
-    openssl("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=localhost", "-config", cnf)
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", cnf,
-            "-extensions", "server_ext")
-    # Self-signed, the right names, signed by no CA anyone trusts.
-    openssl("req", "-x509", *ec, "-keyout", "rogue.key", "-out", "rogue.pem", "-days", "2",
-            "-subj", "/CN=localhost", "-config", cnf, "-extensions", "server_ext")
-    return Certs(d)
+def tool_certs(tls_certs):
+    return Certs(tls_certs)
 
 
 def client_ctx(certs):
@@ -449,7 +410,7 @@ def test_scan_banner_through_tls(tool_certs):
     r = got[ports["rogue"]]
     assert r.get("banner") == "rogue hello\\n", r
     assert r["tls"]["version"].startswith("TLSv1.") and r["tls"]["verified"] is False, r
-    assert "self" in r["tls"]["verify_error"], r  # "self-signed certificate"
+    assert "local issuer" in r["tls"]["verify_error"], r  # from a CA nobody trusts
     # A plain-text port: open, no TLS, and the reason.
     p = got[ports["plain"]]
     assert p["tls"]["version"] is None and p["tls"]["error"].startswith("handshake: "), p
@@ -492,7 +453,7 @@ def test_scan_tls_table_and_grepable_carry_the_tls_field(tool_certs):
                      re.M), table
     assert re.search(rf"^{ports['plain']}/tcp +open +\S+ +- *$\n +tls: handshake: ", table,
                      re.M), table
-    assert re.search(rf"^{ports['rogue']}/tcp .*\n +tls: not verified: .*self", table, re.M), table
+    assert re.search(rf"^{ports['rogue']}/tcp .*\n +tls: not verified: .*local issuer", table, re.M), table
     grep = res[1]["stdout"]
     assert re.search(rf"\b{ports['tls']}/open/[^/,]*/TLSv1\.[23](,|$)", grep, re.M), grep
     assert re.search(rf"\b{ports['rogue']}/open/[^/,]*/TLSv1\.[23]-unverified\b", grep), grep
