@@ -49,7 +49,8 @@ typedef struct {
     int shut_when_sent; /* shutdown(SHUT_WR) once out is sent */
     int shut_on_eof;    /* ... and only after the other side's FIN came */
     int shut;
-    int reading; /* 0: leave input unread (flow control) */
+    int shut_retry; /* close_notify did not fit: try again when writable */
+    int reading;    /* 0: leave input unread (flow control) */
     unsigned char *in;
     size_t in_len, in_cap;
     int eof;
@@ -174,7 +175,7 @@ static void peer_update(peer *p)
     if (!p->err) {
         if (p->reading && !p->eof)
             ev |= TK_READ;
-        if (p->out_off < p->out_len)
+        if (p->out_off < p->out_len || p->shut_retry)
             ev |= TK_WRITE;
     }
     assert_int_equal(tk_io_set(p->t->loop, &p->io, ev), 0);
@@ -185,9 +186,14 @@ static void peer_maybe_shut(peer *p)
     if (p->shut || p->err || p->out_off < p->out_len)
         return;
     if (p->shut_when_sent || (p->shut_on_eof && p->eof)) {
+        if (p->ssl) { /* close_notify first; a full socket takes it on a later turn */
+            int r = SSL_shutdown(p->ssl);
+            p->shut_retry = r < 0 && SSL_get_error(p->ssl, r) == SSL_ERROR_WANT_WRITE;
+            if (p->shut_retry)
+                return;
+            assert_true(r >= 0);
+        }
         p->shut = 1;
-        if (p->ssl) /* close_notify first (a few bytes: the socket takes them) */
-            assert_true(SSL_shutdown(p->ssl) >= 0);
         assert_int_equal(shutdown(p->io.fd, SHUT_WR), 0);
     }
 }
