@@ -5,7 +5,10 @@
 set -eu
 
 build="gcc make pkg-config libjansson-dev libicu-dev libedit-dev libsqlite3-dev libssl-dev libzstd-dev"
-test="$build libcmocka-dev python3 python3-pytest python3-zstandard openssl netcat-openbsd socat procps util-linux redis-server redis-tools iperf3 nmap iproute2"
+# openssl: the test certificates (scripts/certs.sh) and s_client as a peer;
+# binutils: readelf for the hardening test; libtsan2: ThreadSanitizer's
+# runtime for gcc (the TSan suite).
+test="$build libcmocka-dev python3 python3-pytest python3-zstandard openssl netcat-openbsd socat procps util-linux redis-server redis-tools iperf3 nmap iproute2 binutils libtsan2"
 fuzz="clang libclang-rt-14-dev"
 bench="$build golang-go procps redis-server iperf3 nginx libnginx-mod-stream haproxy nmap iproute2 util-linux curl openssl python3"
 

@@ -14,8 +14,9 @@ int tk_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned 
 int tk_parse_size(const char *s, size_t *out);
 
 /* Seconds with an optional fraction ("0.5", "300") or a unit ("500ms",
- * "30s", "5m") into milliseconds; a positive value never rounds to 0.
- * 0 or -EINVAL. */
+ * "30s", "5m") into milliseconds: decimal digits with at most one '.',
+ * nothing else (no sign, exponent or hexadecimal). A positive value never
+ * rounds to 0. 0 or -EINVAL. */
 int tk_parse_duration_ms(const char *s, uint32_t *out);
 
 #endif

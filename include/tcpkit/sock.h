@@ -27,8 +27,9 @@ int tk_sock_set_nonblock(int fd, int on);
 /* Reads and clears SO_ERROR; returns it as a negative errno, or 0. */
 int tk_sock_error(int fd);
 
-/* "IDLE[,INTVL[,COUNT]]" seconds into the keepalive fields of out (IDLE 0
- * turns keepalive off); 0 or -EINVAL. */
+/* "IDLE[,INTVL[,COUNT]]" seconds (each 0 to 86400, no field empty) into the
+ * keepalive fields of out (IDLE 0 turns keepalive off); 0 or -EINVAL, which
+ * leaves out unchanged. */
 int tk_sock_parse_keepalive(const char *s, tk_sockopts *out);
 
 #endif

@@ -193,9 +193,13 @@ void chat_clean_copy(char *dst, size_t cap, const char *src)
     if (cap == 0)
         return;
     for (const unsigned char *p = (const unsigned char *)src; *p;) {
-        size_t n = 1; /* bytes of this character */
+        /* Bytes of this character: its lead byte's count, but only as far
+         * as continuation bytes go. A lead byte followed by anything else
+         * (an ESC, say, from a line that is not UTF-8) stands alone, so the
+         * next byte is checked as a character of its own. */
+        size_t n = 1;
         if ((*p & 0xc0) == 0xc0)
-            while (n < 4 && (*p & (0x80u >> n)) && p[n])
+            while (n < 4 && (*p & (0x80u >> n)) && (p[n] & 0xc0) == 0x80)
                 n++;
         if (o + n >= cap)
             break; /* never cut a character in half */

@@ -51,25 +51,36 @@ int tk_parse_size(const char *s, size_t *out)
 
 int tk_parse_duration_ms(const char *s, uint32_t *out)
 {
-    if (!s || ((*s < '0' || *s > '9') && *s != '.'))
+    if (!s)
         return -EINVAL;
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (errno || v < 0)
+    /* Only the documented form: digits with at most one '.', then a unit.
+     * strtod alone would also take exponents ("1e3") and hexadecimal
+     * ("0x10"), which no one means as a duration. */
+    size_t ni = strspn(s, "0123456789"), nf = 0;
+    const char *unit = s + ni;
+    if (*unit == '.') {
+        nf = strspn(unit + 1, "0123456789");
+        unit += 1 + nf;
+    }
+    if (ni + nf == 0)
         return -EINVAL;
     double scale = 1000.0;
-    if (strcmp(end, "ms") == 0)
+    if (strcmp(unit, "ms") == 0)
         scale = 1.0;
-    else if (strcmp(end, "m") == 0)
+    else if (strcmp(unit, "m") == 0)
         scale = 60000.0;
-    else if (*end && strcmp(end, "s") != 0)
+    else if (*unit && strcmp(unit, "s") != 0)
         return -EINVAL;
+    /* Whether the value is positive comes from its digits: a tiny one
+     * underflows strtod to 0 (with ERANGE, ignored: a huge one is refused
+     * below as over the range). */
+    int positive = strcspn(s, "123456789") < (size_t)(unit - s);
+    double v = strtod(s, NULL);
     double ms = v * scale;
-    if (ms > (double)UINT32_MAX)
+    if (!(ms <= (double)UINT32_MAX))
         return -EINVAL;
     *out = (uint32_t)(ms + 0.5);
-    if (*out == 0 && v > 0)
+    if (*out == 0 && positive)
         *out = 1;
     return 0;
 }

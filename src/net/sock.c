@@ -82,24 +82,29 @@ int tk_sock_error(int fd)
 int tk_sock_parse_keepalive(const char *arg, tk_sockopts *s)
 {
     unsigned long v[3] = {0, 0, 0};
-    char copy[64];
-    if (strlen(arg) >= sizeof(copy))
-        return -EINVAL;
-    strcpy(copy, arg);
-    char *save = NULL;
+    char field[64];
     int i = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (i == 3 || tk_parse_uint(tok, 0, 86400, &v[i]) < 0)
-            return -EINVAL;
-        i++;
-    }
-    if (i == 0)
+    if (strlen(arg) >= sizeof(field))
         return -EINVAL;
+    /* Split by hand, not with strtok: "60,,5" is a mistake to refuse, not
+     * "60,5" (which would set the interval to what was meant as a count). */
+    for (const char *p = arg;; i++) {
+        size_t n = strcspn(p, ",");
+        if (i == 3 || n >= sizeof(field))
+            return -EINVAL;
+        memcpy(field, p, n);
+        field[n] = '\0';
+        if (tk_parse_uint(field, 0, 86400, &v[i]) < 0)
+            return -EINVAL;
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
     s->keepalive = v[0] > 0;
     s->ka_idle_s = (int)v[0];
-    if (i > 1)
+    if (i > 0)
         s->ka_intvl_s = (int)v[1];
-    if (i > 2)
+    if (i > 1)
         s->ka_count = (int)v[2];
     return 0;
 }

@@ -70,8 +70,9 @@ void files_stream_free(files_stream *s)
          * gives back the blocks reserved past what arrived. */
         if (s->received == 0)
             (void)unlinkat(s->dirfd, s->part, 0);
-        else
-            (void)ftruncate(s->fd, (off_t)s->received);
+        else if (ftruncate(s->fd, (off_t)s->received) != 0)
+            tk_log(TK_LOG_WARN, "files: cannot trim the partial upload %s to %llu bytes: %s",
+                   s->part, (unsigned long long)s->received, strerror(errno));
     }
     if (s->fd >= 0)
         close(s->fd);

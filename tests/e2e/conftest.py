@@ -6,7 +6,8 @@ deadline) instead of sleeping. Every socket read has a timeout. Every process
 started here is ended here, by its Popen handle.
 
 The binary comes from $TCPKIT_BIN (default: build-san/tcpkit relative to the
-repository root). It is normally built with ASan+UBSan, so every process's
+repository root). It is normally built with ASan+UBSan (the ThreadSanitizer
+suite runs a few files against build-tsan/tcpkit), so every process's
 stderr is checked for sanitizer reports; a report fails the test.
 """
 
@@ -31,6 +32,7 @@ SANITIZER_MARKERS = (
     "ERROR: LeakSanitizer",
     "runtime error:",
     "ERROR: UndefinedBehaviorSanitizer",
+    "WARNING: ThreadSanitizer",
 )
 
 LISTEN_RE = re.compile(

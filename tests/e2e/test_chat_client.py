@@ -336,6 +336,22 @@ def test_not_a_json_chat_server_exits_1():
     assert b"does not speak the chat JSON protocol" in cp.stderr
 
 
+def test_not_json_line_cannot_send_terminal_escapes():
+    # A byte that starts a multi-byte UTF-8 character (0xe0) followed by ESC:
+    # the ESC must be shown as '?' like any control character, not copied
+    # out as the "rest" of the character (found by fuzz_chat_render).
+    port = fake_server(b"hello \xe0\x1b[2J\xf0\x07\x9b\xc2\x1b]0;owned\x07 bye\n")
+    cp = run_tcpkit(["chat", "127.0.0.1:%d" % port, "--name", "x"], input=b"")
+    assert cp.returncode == 1
+    line = [l for l in cp.stderr.split(b"\n") if b"does not speak" in l]
+    assert len(line) == 1, cp.stderr
+    shown = line[0]
+    assert b"hello" in shown and b"bye" in shown
+    for c in shown:
+        assert c >= 0x20 and c != 0x7F, shown
+    assert b"\xc2\x9b" not in shown
+
+
 # ------------------------------------------------------------- terminal mode
 
 
