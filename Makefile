@@ -9,7 +9,7 @@
 # SAN=1 builds into build-san/ with AddressSanitizer and UndefinedBehaviorSanitizer.
 # TSAN=1 builds into build-tsan/ with ThreadSanitizer (`make TSAN=1 tsan-build`:
 # the binary and the threaded unit tests); it cannot be combined with SAN=1.
-# Every build is hardened: see HARDEN below and docs/hardening-notes.md.
+# Every build is hardened: see HARDEN below and docs/security.md#build-hardening.
 
 VERSION := 0.1.0
 PREFIX  ?= /usr/local
