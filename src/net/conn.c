@@ -364,7 +364,9 @@ static void arm_timer(tk_conn *c)
     } else {
         if (c->lim.idle_timeout_ms)
             deadline = c->last_active_ms + c->lim.idle_timeout_ms;
-        if (c->out_bytes && c->lim.stall_timeout_ms) {
+        /* Output waiting for a handshake is not stalled: nothing can be
+         * sent yet, and the handshake has its own deadline. */
+        if (c->out_bytes && c->lim.stall_timeout_ms && !(c->flags & F_TLS_HS)) {
             uint64_t stall = c->stall_since_ms + c->lim.stall_timeout_ms;
             if (stall < deadline)
                 deadline = stall;
@@ -399,7 +401,7 @@ static void on_timer(tk_loop *loop, tk_timer *t)
             tk_conn_close(c, TK_CLOSE_TLS, -ETIMEDOUT);
             return;
         }
-        if (c->out_bytes && c->lim.stall_timeout_ms &&
+        if (c->out_bytes && c->lim.stall_timeout_ms && !(c->flags & F_TLS_HS) &&
             now - c->stall_since_ms >= c->lim.stall_timeout_ms) {
             tk_conn_close(c, TK_CLOSE_STALL, -ETIMEDOUT);
             return;
@@ -1112,7 +1114,8 @@ static void tls_step(tk_conn *c)
         return;
     }
     c->flags &= ~F_TLS_HS;
-    c->last_active_ms = tk_loop_now(c->loop);
+    /* Output queued during the handshake starts its stall clock now. */
+    c->last_active_ms = c->stall_since_ms = tk_loop_now(c->loop);
     if (c->h->on_ready) {
         c->h->on_ready(c);
         if (c->flags & F_CLOSED)

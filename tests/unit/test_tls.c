@@ -1100,6 +1100,56 @@ static void output_queued_before_handshake_goes_out_after_it(void **state)
     tk_tls_ctx_free(cctx);
 }
 
+static int slow_client_fd = -1;
+
+static int raw_has_want_or_server_closed(void)
+{
+    return raw_has_want() || srv.closed;
+}
+
+static void start_slow_client(tk_loop *loop, tk_timer *t)
+{
+    (void)loop;
+    (void)t;
+    raw_open(&raw, slow_client_fd, 0);
+}
+
+/* Output queued before the handshake is not "stalled" while the handshake
+ * runs: a client that takes longer to start its handshake than the stall
+ * timeout still gets the server's greeting, and the stall clock starts
+ * when sending becomes possible. */
+static void stall_timeout_waits_for_the_handshake(void **state)
+{
+    (void)state;
+    start();
+    tk_tls_ctx *sctx = server_ctx(SERVER, NULL, 0, 10000);
+    int sfd;
+    tcp_pair(&slow_client_fd, &sfd);
+    tk_conn_limits lim;
+    tk_conn_limits_init(&lim);
+    lim.stall_timeout_ms = 50;
+    /* The greeting is queued first, so starting TLS arms the timer for the
+     * stall deadline as well as the handshake's. */
+    assert_int_equal(tk_conn_new(T.loop, sfd, &end_handler, &lim, &srv, &srv.c), 0);
+    assert_int_equal(tk_conn_write(srv.c, "hello\n", 6), 0);
+    assert_int_equal(tk_conn_start_tls(srv.c, sctx, NULL), 0);
+    /* The client says nothing for six stall timeouts, then shakes hands. */
+    tk_timer slow;
+    tk_timer_init(&slow, start_slow_client);
+    assert_int_equal(tk_timer_start(T.loop, &slow, 300), 0);
+    T.want = 6;
+    run_until(raw_has_want_or_server_closed);
+    assert_int_equal(srv.closed, 0);
+    assert_int_equal(raw.hs, 1);
+    assert_int_equal(raw.in_total, 6);
+    assert_memory_equal(raw.in, "hello\n", 6);
+    assert_int_equal(srv.closed, 0);
+    assert_int_equal(srv.ready, 1);
+    tk_timer_stop(T.loop, &slow);
+    finish();
+    tk_tls_ctx_free(sctx);
+}
+
 /* A TLS 1.2 client is still served by default; a server whose minimum is
  * TLS 1.3 refuses it: TK_CLOSE_TLS, no on_ready, and the client's
  * handshake fails too. */
@@ -1734,6 +1784,7 @@ int main(void)
         cmocka_unit_test(start_tls_without_ctx_leaves_conn_plain),
         cmocka_unit_test(handshake_then_echo_both_ways),
         cmocka_unit_test(output_queued_before_handshake_goes_out_after_it),
+        cmocka_unit_test(stall_timeout_waits_for_the_handshake),
         cmocka_unit_test(tls12_client_served_by_default_refused_by_min_tls13),
         cmocka_unit_test(large_echo_both_ways_keeps_backpressure),
         cmocka_unit_test(paused_reader_gets_everything_on_resume),
